@@ -1,0 +1,259 @@
+"""The selector loop: readiness, wake-ups, callbacks from other threads, timers.
+
+Theory of operation
+-------------------
+
+One :class:`SelectorLoop` runs on one thread. It owns a :mod:`selectors` selector in
+which sockets are registered with a callback for readability and one for
+writability. Other threads never touch the selector: they hand a callable to
+:meth:`SelectorLoop.call_soon_threadsafe`, which appends it to a deque and, if the loop
+may be sleeping, writes one byte to a socketpair registered in the selector. The loop
+drains the pair, then runs the queued callables in order.
+
+Timers live in a heap of ``(deadline, sequence, handle)``; a cancelled handle stays in
+the heap and is skipped when it comes up (cancellation is O(1), which matters for
+per-connection keepalive timers that are cancelled far more often than they fire).
+The selector's timeout is the time to the next deadline.
+
+This module knows nothing about WebSocket: it is tested with bare socketpairs.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import itertools
+import logging
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["SelectorLoop", "TimerHandle"]
+
+logger = logging.getLogger("wsgiws.server")
+
+Callback = Callable[[], Any]
+
+
+class TimerHandle:
+    """A callback scheduled by :meth:`SelectorLoop.call_later`; ``cancel()`` stops it."""
+
+    __slots__ = ("_loop", "callback", "cancelled", "when")
+
+    def __init__(self, when: float, callback: Callback, loop: SelectorLoop) -> None:
+        self.when = when
+        self.callback = callback
+        self.cancelled = False
+        self._loop: SelectorLoop | None = loop
+
+    def cancel(self) -> None:
+        """Stop the callback from running. Safe to call more than once."""
+        if not self.cancelled:
+            self.cancelled = True
+            if self._loop is not None:  # still in the heap
+                self._loop._cancelled_timers += 1
+
+
+class SelectorLoop:
+    """A selector loop meant to run on a single thread (see the module docstring).
+
+    Args:
+        name: used in the thread name and in log messages.
+    """
+
+    def __init__(self, name: str = "wsgiws") -> None:
+        self.name = name
+        self._selector = selectors.DefaultSelector()
+        # The wake-up pair: the write end is written by other threads, the read end
+        # is registered in the selector (websockets' shutdown_watcher, tornado's waker).
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, (self._drain_waker, None))
+        # Callables queued by call_soon_threadsafe; deque append/popleft are atomic.
+        self._ready: collections.deque[Callback] = collections.deque()
+        # True while a wake-up byte is in flight, so that a burst of calls writes one.
+        self._wake_pending = False
+        self._timers: list[tuple[float, int, TimerHandle]] = []
+        self._seq = itertools.count()
+        # Cancelled handles still in the heap; the heap is compacted when they
+        # make up most of it.
+        self._cancelled_timers = 0
+        self._stopping = False
+        self._closed = False
+        #: The thread running :meth:`run`, set when it starts.
+        self.thread_id: int | None = None
+
+    # -- any thread ----------------------------------------------------------------
+
+    def call_soon_threadsafe(self, callback: Callback) -> None:
+        """Run ``callback`` on the loop thread, soon. Callable from any thread."""
+        self._ready.append(callback)
+        if not self._wake_pending and threading.get_ident() != self.thread_id:
+            self._wake_pending = True
+            try:
+                self._wake_w.send(b"\0")
+            except BlockingIOError:
+                pass  # the pair is full: a wake-up is pending already
+            except OSError:
+                pass  # closed: the loop is gone and the callback will not run
+
+    def stop_threadsafe(self) -> None:
+        """Ask :meth:`run` to return after the current iteration."""
+
+        def stop() -> None:
+            self._stopping = True
+
+        self.call_soon_threadsafe(stop)
+
+    def in_loop_thread(self) -> bool:
+        """Tell whether the caller runs on the loop thread."""
+        return threading.get_ident() == self.thread_id
+
+    # -- loop thread ---------------------------------------------------------------
+
+    def call_later(self, delay: float, callback: Callback) -> TimerHandle:
+        """Run ``callback`` on the loop thread after ``delay`` seconds (loop thread only)."""
+        handle = TimerHandle(time.monotonic() + delay, callback, self)
+        heapq.heappush(self._timers, (handle.when, next(self._seq), handle))
+        return handle
+
+    def add_socket(
+        self,
+        sock: socket.socket,
+        on_read: Callback | None,
+        on_write: Callback | None = None,
+    ) -> None:
+        """Watch ``sock``: call ``on_read``/``on_write`` when it is ready (loop thread only)."""
+        events = (selectors.EVENT_READ if on_read else 0) | (
+            selectors.EVENT_WRITE if on_write else 0
+        )
+        self._selector.register(sock, events, (on_read, on_write))
+
+    def modify_socket(
+        self,
+        sock: socket.socket,
+        on_read: Callback | None,
+        on_write: Callback | None,
+    ) -> None:
+        """Change what ``sock`` is watched for; with neither callback it stays registered
+        but idle (loop thread only)."""
+        events = (selectors.EVENT_READ if on_read else 0) | (
+            selectors.EVENT_WRITE if on_write else 0
+        )
+        key = self._selector.get_key(sock)
+        if events == 0:
+            # selectors refuse an empty event mask: unregister, remember nothing.
+            self._selector.unregister(sock)
+            return
+        if key.events != events or key.data != (on_read, on_write):
+            self._selector.modify(sock, events, (on_read, on_write))
+
+    def watch(
+        self,
+        sock: socket.socket,
+        on_read: Callback | None,
+        on_write: Callback | None,
+    ) -> None:
+        """Register, modify or unregister ``sock`` so that it is watched for exactly
+        the callbacks given (loop thread only)."""
+        try:
+            self._selector.get_key(sock)
+        except (KeyError, ValueError):
+            if on_read or on_write:
+                self.add_socket(sock, on_read, on_write)
+            return
+        self.modify_socket(sock, on_read, on_write)
+
+    def remove_socket(self, sock: socket.socket) -> None:
+        """Stop watching ``sock``; no error if it was not watched (loop thread only)."""
+        try:
+            self._selector.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+
+    def run(self) -> None:
+        """Run until :meth:`stop_threadsafe`; then return (the loop stays usable)."""
+        self.thread_id = threading.get_ident()
+        self._stopping = False
+        select = self._selector.select
+        ready = self._ready
+        timers = self._timers
+        while not self._stopping:
+            if ready:
+                timeout: float | None = 0
+            elif timers:
+                timeout = max(0.0, timers[0][0] - time.monotonic())
+            else:
+                timeout = None
+            for key, mask in select(timeout):
+                on_read, on_write = key.data
+                try:
+                    if mask & selectors.EVENT_READ and on_read is not None:
+                        on_read()
+                    if mask & selectors.EVENT_WRITE and on_write is not None:
+                        # The read callback may have unregistered or changed the socket.
+                        if self._still_wants_write(key.fileobj, on_write):
+                            on_write()
+                except Exception:
+                    logger.error("unexpected internal error in %s loop", self.name, exc_info=True)
+            if timers:
+                now = time.monotonic()
+                while timers and timers[0][0] <= now:
+                    handle = heapq.heappop(timers)[2]
+                    handle._loop = None
+                    if handle.cancelled:
+                        self._cancelled_timers -= 1
+                    else:
+                        self._run_callback(handle.callback)
+                if self._cancelled_timers > 256 and 2 * self._cancelled_timers > len(timers):
+                    self._compact_timers()
+            # Run only what was queued before this pass: callbacks queued by these
+            # callbacks wait for the next pass, so that I/O is never starved.
+            for _ in range(len(ready)):
+                self._run_callback(ready.popleft())
+
+    def close(self) -> None:
+        """Release the selector and the wake-up pair (after :meth:`run` returned)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # -- internals -----------------------------------------------------------------
+
+    def _still_wants_write(self, fileobj: Any, on_write: Callback) -> bool:
+        try:
+            key = self._selector.get_key(fileobj)
+        except (KeyError, ValueError):
+            return False
+        return bool(key.events & selectors.EVENT_WRITE) and key.data[1] is on_write
+
+    def _run_callback(self, callback: Callback) -> None:
+        try:
+            callback()
+        except Exception:
+            logger.error("unexpected internal error in %s loop", self.name, exc_info=True)
+
+    def _drain_waker(self) -> None:
+        # Clear the flag before reading, so that a call racing with this drain
+        # writes a fresh byte rather than being lost.
+        self._wake_pending = False
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _compact_timers(self) -> None:
+        for entry in self._timers:
+            if entry[2].cancelled:
+                entry[2]._loop = None
+        self._timers[:] = [entry for entry in self._timers if not entry[2].cancelled]
+        heapq.heapify(self._timers)
+        self._cancelled_timers = 0

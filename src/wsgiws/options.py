@@ -1,0 +1,135 @@
+"""Server options: defaults, the reasons behind them, and their validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any, Final
+
+__all__ = ["Options"]
+
+#: 1 MiB. The ``websockets`` library defaults ``max_size`` to 1 MiB as well; chat
+#: messages and dashboard updates are far below it, and a bigger message is more often
+#: a mistake or an attack than a need.
+DEFAULT_MAX_MESSAGE_SIZE: Final = 2**20
+#: Seconds a client has to send its complete upgrade request (websockets'
+#: ``open_timeout`` is 10 s).
+DEFAULT_HANDSHAKE_TIMEOUT: Final = 10.0
+#: Keepalive: 20 s between pings and 20 s to answer, as websockets does. Proxies
+#: commonly drop idle connections after 60 s (nginx ``proxy_read_timeout``).
+DEFAULT_PING_INTERVAL: Final = 20.0
+DEFAULT_PING_TIMEOUT: Final = 20.0
+#: Seconds to wait for the peer's close frame (websockets: 10 s).
+DEFAULT_CLOSE_TIMEOUT: Final = 10.0
+#: Bytes queued for a client before it counts as a slow reader and is closed with
+#: 1008. Sixteen max-size messages: generous for bursts, bounded for a stalled peer.
+DEFAULT_WRITE_LIMIT: Final = 16 * 2**20
+#: Messages received but not yet handled, per connection, before the server stops
+#: reading from that client (websockets' ``max_queue`` default is 16).
+DEFAULT_MAX_QUEUE: Final = 16
+#: Handler threads. Handlers may block (an ORM query), so the pool is wider than the
+#: core count, as ``concurrent.futures.ThreadPoolExecutor`` sizes its own pool.
+DEFAULT_WORKERS: Final = min(32, (os.cpu_count() or 1) + 4)
+#: Concurrent open connections; past it new TCP connections are refused at accept.
+DEFAULT_MAX_CONNECTIONS: Final = 10_000
+
+
+def _positive_or_none(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
+
+
+def _positive_int(name: str, value: Any, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        hint = " or None" if allow_none else ""
+        raise ValueError(f"{name} must be a positive integer{hint}, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Options:
+    """Validated, immutable server options.
+
+    Every ``*_timeout`` and ``*_interval`` is in seconds; ``None`` disables it.
+    Every ``max_*`` and ``write_limit`` is a count of bytes or items.
+    """
+
+    # WebSocket
+    #: Subprotocols the server speaks, in order of preference; the first one the
+    #: client offers is selected. Empty: none is selected.
+    subprotocols: tuple[str, ...] = ()
+    #: Allowed values of the ``Origin`` header; ``None`` allows every origin. With a
+    #: list, a request without the header is allowed only if ``""`` is listed (see
+    #: :meth:`origin_allowed`). A refused origin gets HTTP 403.
+    origins: tuple[str, ...] | None = None
+
+    # Timeouts
+    handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT
+    ping_interval: float | None = DEFAULT_PING_INTERVAL
+    ping_timeout: float | None = DEFAULT_PING_TIMEOUT
+    close_timeout: float | None = DEFAULT_CLOSE_TIMEOUT
+
+    # Limits
+    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE
+    max_queue: int = DEFAULT_MAX_QUEUE
+    write_limit: int = DEFAULT_WRITE_LIMIT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+
+    # Threads and sockets
+    workers: int = DEFAULT_WORKERS
+    backlog: int = 128
+    reuse_port: bool = False
+    #: After ``os.fork()``, a running server restarts its loop in the child
+    #: (``"restart"``) or stays stopped there (``"stop"``).
+    on_fork: str = "restart"
+
+    def __post_init__(self) -> None:
+        for name in ("handshake_timeout", "ping_interval", "ping_timeout", "close_timeout"):
+            _positive_or_none(name, getattr(self, name))
+        _positive_int("max_message_size", self.max_message_size, allow_none=True)
+        for name in ("max_queue", "write_limit", "max_connections", "workers", "backlog"):
+            _positive_int(name, getattr(self, name))
+        if not isinstance(self.reuse_port, bool):
+            raise ValueError(f"reuse_port must be a bool, got {self.reuse_port!r}")
+        if self.on_fork not in ("restart", "stop"):
+            raise ValueError(f"on_fork must be 'restart' or 'stop', got {self.on_fork!r}")
+        if not all(isinstance(p, str) and p for p in self.subprotocols):
+            raise ValueError(f"subprotocols must be non-empty strings, got {self.subprotocols!r}")
+        if self.origins is not None and not all(isinstance(o, str) for o in self.origins):
+            raise ValueError(f"origins must be strings, got {self.origins!r}")
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> Options:
+        """Build options from keyword arguments, naming any unknown one."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise TypeError(
+                f"unknown option(s): {', '.join(unknown)}; known options: "
+                f"{', '.join(sorted(names))}"
+            )
+        for name in ("subprotocols", "origins"):
+            value = kwargs.get(name)
+            if isinstance(value, str):
+                raise ValueError(f"{name} must be a sequence of strings, not a string")
+            if isinstance(value, Sequence) or (value is not None and not isinstance(value, tuple)):
+                kwargs[name] = tuple(value)
+        return cls(**kwargs)
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        """Tell whether a handshake with this ``Origin`` header may proceed.
+
+        With ``origins=None`` every request is allowed. Otherwise the header must
+        equal one of the listed origins (compared case-insensitively, as origins are
+        scheme://host[:port]); a request without the header is allowed only when the
+        list contains ``""`` — browsers always send it, other clients usually don't.
+        """
+        if self.origins is None:
+            return True
+        if origin is None:
+            return "" in self.origins
+        return origin.lower() in (o.lower() for o in self.origins)

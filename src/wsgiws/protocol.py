@@ -1,0 +1,420 @@
+"""The sans-IO protocol of one server-side connection: bytes in, events and bytes out.
+
+Theory of operation
+-------------------
+
+:class:`ServerProtocol` parses the opening handshake with h11 (bounded in size), hands
+the parsed request to wsproto through ``initiate_upgrade_connection`` — the same entry
+point a WSGI server's already-parsed request takes — and then lets wsproto parse and
+validate frames. On top of wsproto it assembles fragmented messages under
+``max_message_size`` and maps every failure to exactly one answer: an HTTP response
+during the handshake, a close frame afterwards. It never raises for bad input.
+
+It has no socket, no thread and no clock. The caller feeds bytes with
+:meth:`~ServerProtocol.receive_data` (which returns events), issues commands
+(:meth:`~ServerProtocol.accept`, :meth:`~ServerProtocol.reject`,
+:meth:`~ServerProtocol.send_message`, :meth:`~ServerProtocol.close`, ...) and collects
+the bytes to write with :meth:`~ServerProtocol.data_to_send`. The caller serialises
+access (one lock per connection).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import struct
+from collections.abc import Iterable, Sequence
+from http import HTTPStatus
+from typing import Final
+from urllib.parse import unquote
+
+import h11
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    RejectConnection,
+    Request,
+    TextMessage,
+)
+from wsproto.frame_protocol import CloseReason, Opcode
+from wsproto.utilities import ProtocolError, RemoteProtocolError
+
+__all__ = [
+    "CloseReceived",
+    "Failed",
+    "HandshakeRequest",
+    "MessageReceived",
+    "PongReceived",
+    "ServerProtocol",
+    "State",
+    "encode_frame",
+]
+
+Headers = Sequence[tuple[bytes, bytes]]
+
+#: Upper bound of the request line plus headers of the opening handshake. h11's own
+#: default (16 KiB) follows node and tomcat; browsers' cookie-heavy handshakes fit.
+MAX_REQUEST_SIZE: Final = 16 * 1024
+#: RFC 6455 §5.5: control frames carry at most 125 bytes of payload.
+MAX_CONTROL_PAYLOAD: Final = 125
+
+
+class State(enum.Enum):
+    """Where a connection stands; simpler than wsproto's, which it follows."""
+
+    #: Waiting for, or deciding on, the opening handshake.
+    CONNECTING = 1
+    #: Handshake accepted; messages flow.
+    OPEN = 2
+    #: A close frame was sent and the peer's is awaited.
+    CLOSING = 3
+    #: Nothing more will be sent or received; the transport should be closed.
+    CLOSED = 4
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HandshakeRequest:
+    """A valid WebSocket upgrade request, to be accepted or rejected.
+
+    Fields:
+        target: the request target as sent (path and query string).
+        path: the percent-decoded path, without the query string.
+        query_string: the raw query string, without ``?``.
+        headers: the request headers, names lowercased, in order.
+        subprotocols: subprotocols offered by the client, in its order.
+        extensions: extension offers, as sent.
+    """
+
+    target: str
+    path: str
+    query_string: str
+    headers: tuple[tuple[str, str], ...]
+    subprotocols: tuple[str, ...]
+    extensions: tuple[str, ...]
+
+    def header(self, name: str) -> str | None:
+        """Return the first value of header ``name`` (lowercase), or ``None``."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """A complete text (``str``) or binary (``bytes``) message."""
+
+    data: str | bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PongReceived:
+    """A pong frame, e.g. the answer to a keepalive ping."""
+
+    payload: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CloseReceived:
+    """The peer's close frame; the reply (if owed) is already queued.
+
+    The connection is :attr:`State.CLOSED` afterwards: once the queued bytes are
+    written, the transport should be closed (RFC 6455 §7.1.1: the server closes first).
+    """
+
+    code: int
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Failed:
+    """The peer broke the protocol, or the handshake was invalid.
+
+    During the handshake an HTTP error response is queued (``status`` is set); after
+    it a close frame with ``code`` is queued. Either way the connection is
+    :attr:`State.CLOSED`: write what is queued, then close the transport.
+    """
+
+    code: int
+    reason: str
+    status: int | None = None
+
+
+Event = HandshakeRequest | MessageReceived | PongReceived | CloseReceived | Failed
+
+
+def encode_frame(opcode: Opcode, payload: bytes) -> bytes:
+    """Encode one unmasked, final frame (a server frame, RFC 6455 §5.2).
+
+    Server frames are not masked, so the same bytes can be written to every member
+    of a broadcast; this is why data frames are encoded here rather than by wsproto.
+    """
+    n = len(payload)
+    first = 0x80 | opcode
+    if n < 126:
+        return struct.pack("!BB", first, n) + payload
+    if n < 65536:
+        return struct.pack("!BBH", first, 126, n) + payload
+    return struct.pack("!BBQ", first, 127, n) + payload
+
+
+def encode_message(data: str | bytes) -> bytes:
+    """Encode a complete text (``str``) or binary (bytes-like) message as one frame."""
+    if isinstance(data, str):
+        return encode_frame(Opcode.TEXT, data.encode())
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return encode_frame(Opcode.BINARY, bytes(data))
+    raise TypeError(f"message must be str or bytes, not {type(data).__name__}")
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+class ServerProtocol:
+    """The protocol state of one server connection (see the module docstring).
+
+    Args:
+        max_message_size: largest message accepted, in bytes; ``None`` for no limit.
+            A larger one fails the connection with 1009.
+        max_request_size: largest opening-handshake request head, in bytes.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_message_size: int | None = None,
+        max_request_size: int = MAX_REQUEST_SIZE,
+    ) -> None:
+        self.max_message_size = max_message_size
+        self.state = State.CONNECTING
+        #: The accepted handshake, once parsed.
+        self.request: HandshakeRequest | None = None
+        self._h11: h11.Connection | None = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=max_request_size
+        )
+        self._ws = WSConnection(ConnectionType.SERVER)
+        self._out = bytearray()
+        # Bytes received after the request head, replayed once the handshake is
+        # accepted (wsproto itself would drop them).
+        self._pending = b""
+        # The message being assembled: its parts and size so far.
+        self._parts: list[str] | list[bytes] = []
+        self._size = 0
+
+    # -- output --------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        """Return and forget the bytes queued for the peer."""
+        data = bytes(self._out)
+        self._out.clear()
+        return data
+
+    # -- input ---------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes received from the peer; return the events they complete."""
+        if self.state is State.CONNECTING:
+            return self._receive_handshake(data)
+        if self.state is State.CLOSED:
+            return []  # late bytes after the close: discarded
+        self._ws.receive_data(data)
+        return self._frame_events()
+
+    def receive_eof(self) -> list[Event]:
+        """Tell that the peer closed its side; return the resulting events."""
+        if self.state is State.CLOSED:
+            return []
+        self.state = State.CLOSED
+        return [Failed(CloseReason.ABNORMAL_CLOSURE, "connection lost")]
+
+    def start_from_request(self, target: str, headers: Iterable[tuple[str, str]]) -> Event:
+        """Start from a request head that a WSGI server already parsed.
+
+        Returns the :class:`HandshakeRequest` to decide on, or :class:`Failed` with
+        the error response queued.
+        """
+        self._h11 = None
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+        return self._upgrade(target.encode("latin-1"), raw)
+
+    def _receive_handshake(self, data: bytes) -> list[Event]:
+        if self._h11 is None or self.request is not None:
+            # Decision pending: keep what arrives for after the 101 (bounded by the
+            # caller, which stops reading while it decides).
+            self._pending += data
+            return []
+        self._h11.receive_data(data)
+        try:
+            event = self._h11.next_event()
+        except h11.RemoteProtocolError as exc:
+            return [self._fail_handshake(exc.error_status_hint, str(exc))]
+        if event is h11.NEED_DATA:
+            return []
+        if isinstance(event, h11.ConnectionClosed) or not isinstance(event, h11.Request):
+            self.state = State.CLOSED
+            return [Failed(CloseReason.ABNORMAL_CLOSURE, "connection closed during handshake")]
+        result = self._upgrade(event.target, list(event.headers.raw_items()))
+        # A GET has no body: the next event is EndOfMessage, then h11 pauses for the
+        # 101; what follows the head is the start of the WebSocket stream.
+        try:
+            while self._h11.next_event() not in (h11.PAUSED, h11.NEED_DATA):
+                pass
+        except h11.RemoteProtocolError:
+            pass  # reported by the upgrade checks already, or harmless
+        self._pending = self._h11.trailing_data[0]
+        return [result]
+
+    def _upgrade(self, target: bytes, headers: list[tuple[bytes, bytes]]) -> Event:
+        # wsproto validates the upgrade headers and answers with the right status
+        # (400, or 426 with Sec-WebSocket-Version: 13 for a wrong version).
+        try:
+            self._ws.initiate_upgrade_connection(headers, target)
+            events = list(self._ws.events())
+            request = events[0]
+            assert isinstance(request, Request)
+            path, _, query = request.target.partition("?")
+            if "%" in path:
+                path = unquote(path, errors="strict")
+        except RemoteProtocolError as exc:
+            hint = exc.event_hint
+            status = hint.status_code if isinstance(hint, RejectConnection) else 400
+            extra = list(hint.headers) if isinstance(hint, RejectConnection) else []
+            return self._fail_handshake(status, str(exc), extra)
+        except (ProtocolError, h11.ProtocolError, UnicodeError) as exc:
+            return self._fail_handshake(HTTPStatus.BAD_REQUEST, f"invalid request: {exc}")
+        self.request = HandshakeRequest(
+            target=request.target,
+            path=path,
+            query_string=query,
+            headers=tuple(
+                (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in headers
+            ),
+            subprotocols=tuple(request.subprotocols),
+            extensions=tuple(str(e) for e in request.extensions),
+        )
+        return self.request
+
+    def _fail_handshake(
+        self, status: int, reason: str, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> Failed:
+        self.reject(status, reason, headers or [])
+        return Failed(CloseReason.PROTOCOL_ERROR, reason, status)
+
+    def _frame_events(self) -> list[Event]:
+        events: list[Event] = []
+        for event in self._ws.events():
+            if isinstance(event, (TextMessage, BytesMessage)):
+                data = event.data
+                self._size += _utf8_len(data) if isinstance(data, str) else len(data)
+                limit = self.max_message_size
+                if limit is not None and self._size > limit:
+                    events.append(
+                        self._fail(
+                            CloseReason.MESSAGE_TOO_BIG,
+                            f"message of {self._size} bytes or more exceeds "
+                            f"max_message_size of {limit} bytes",
+                        )
+                    )
+                    return events
+                self._parts.append(data)  # type: ignore[arg-type]
+                if event.message_finished:
+                    parts, self._parts, self._size = self._parts, [], 0
+                    if len(parts) == 1:
+                        events.append(MessageReceived(parts[0]))
+                    elif isinstance(data, str):
+                        events.append(MessageReceived("".join(parts)))  # type: ignore[arg-type]
+                    else:
+                        events.append(MessageReceived(b"".join(parts)))  # type: ignore[arg-type]
+            elif isinstance(event, Ping):
+                if self.state is State.OPEN:
+                    self._out += self._ws.send(event.response())
+            elif isinstance(event, Pong):
+                events.append(PongReceived(bytes(event.payload)))
+            elif isinstance(event, CloseConnection):
+                if self._ws.state is ConnectionState.OPEN:
+                    # wsproto reports a frame it could not parse as a close event
+                    # while staying OPEN: this is a protocol failure of the peer.
+                    events.append(self._fail(event.code, event.reason))
+                    return events
+                if self._ws.state is ConnectionState.REMOTE_CLOSING:
+                    self._out += self._ws.send(event.response())
+                self.state = State.CLOSED
+                events.append(CloseReceived(event.code, event.reason))
+                return events
+        return events
+
+    def _fail(self, code: int, reason: str) -> Failed:
+        if self._ws.state is ConnectionState.OPEN:
+            self._out += self._ws.send(CloseConnection(code=code, reason=reason[:120]))
+        self.state = State.CLOSED
+        return Failed(code, reason)
+
+    # -- commands ------------------------------------------------------------------
+
+    def accept(
+        self, subprotocol: str | None = None, extra_headers: Headers = ()
+    ) -> list[Event]:
+        """Accept the handshake (queue the 101); return events from bytes that were
+        received after the request and are now parsed as frames."""
+        if self.state is not State.CONNECTING or self.request is None:
+            raise ProtocolError(f"cannot accept in state {self.state.name}")
+        self._out += self._ws.send(
+            AcceptConnection(subprotocol=subprotocol, extra_headers=list(extra_headers))
+        )
+        self.state = State.OPEN
+        pending, self._pending = self._pending, b""
+        if pending:
+            return self.receive_data(pending)
+        return []
+
+    def reject(
+        self, status: int, reason: str = "", headers: Headers = ()
+    ) -> None:
+        """Refuse the handshake with an HTTP error response (``reason`` as its body)."""
+        if self.state is not State.CONNECTING:
+            raise ProtocolError(f"cannot reject in state {self.state.name}")
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Error"
+        body = (reason or phrase).encode() + b"\n"
+        # Written by hand rather than through h11: the request may not even have
+        # parsed, which leaves h11 in no state to answer it.
+        head = [f"HTTP/1.1 {status} {phrase}".encode()]
+        head += [name + b": " + value for name, value in headers]
+        head += [
+            b"Content-Type: text/plain; charset=utf-8",
+            b"Content-Length: " + str(len(body)).encode(),
+            b"Connection: close",
+        ]
+        self._out += b"\r\n".join(head) + b"\r\n\r\n" + body
+        self.state = State.CLOSED
+
+    def send_message(self, data: str | bytes) -> None:
+        """Queue a complete message (``str`` as text, ``bytes`` as binary)."""
+        self.send_encoded(encode_message(data))
+
+    def send_encoded(self, frame: bytes) -> None:
+        """Queue a frame encoded by :func:`encode_frame` (broadcasts encode once)."""
+        if self.state is not State.OPEN:
+            raise ProtocolError(f"cannot send in state {self.state.name}")
+        self._out += frame
+
+    def send_ping(self, payload: bytes = b"") -> None:
+        """Queue a ping frame."""
+        if self.state is not State.OPEN:
+            raise ProtocolError(f"cannot ping in state {self.state.name}")
+        self._out += self._ws.send(Ping(payload=payload))
+
+    def close(self, code: int = CloseReason.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Start the closing handshake: queue a close frame; the state becomes CLOSING."""
+        if self.state is not State.OPEN:
+            raise ProtocolError(f"cannot close in state {self.state.name}")
+        self._out += self._ws.send(CloseConnection(code=code, reason=reason))
+        self.state = State.CLOSING

@@ -1,0 +1,378 @@
+"""``Server``: listening sockets, the loop thread, and the server's lifecycle."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+from wsproto.frame_protocol import CloseReason
+
+from .connection import Connection
+from .exceptions import InvalidState
+from .log import server_logger as logger
+from .loop import SelectorLoop
+from .options import Options
+from .routing import Registry, default_registry
+from .workers import WorkerPool
+
+__all__ = ["Server"]
+
+#: Connections accepted per readiness of a listening socket, so that a flood of
+#: connections cannot starve established ones of the loop.
+ACCEPT_BATCH = 64
+
+# Every server not yet closed, for the atexit and fork hooks.
+_servers: weakref.WeakSet[Server] = weakref.WeakSet()
+
+
+class Server:
+    """A WebSocket server on its own host and port, served by one loop thread.
+
+    Use it on its own in a script with no WSGI application, or through
+    :class:`~wsgiws.WebSocketMiddleware`, which creates one::
+
+        import wsgiws
+
+        @wsgiws.Namespace(r"/echo")
+        class Echo(wsgiws.BaseWSClass):
+            @classmethod
+            def on_message(cls, websocket, message):
+                websocket.send(message)
+
+        with wsgiws.Server(port=8001) as server:
+            server.serve_forever()
+
+    Args:
+        host: address to listen on (``"127.0.0.1"`` by default; ``""`` for all).
+        port: TCP port; ``0`` picks a free one, see :attr:`port`.
+        registry: the routes to serve; the default registry (used by
+            :func:`~wsgiws.Namespace`) when ``None``.
+        **options: see :class:`~wsgiws.options.Options`; a wrong name raises
+            :exc:`TypeError`, a wrong value :exc:`ValueError` naming the option.
+
+    The server stops on :meth:`close`, on leaving its ``with`` block, or at
+    interpreter exit: every client receives close code 1001 and the port is free at
+    once. After ``os.fork()`` a running server restarts its loop in the child (with
+    ``on_fork="restart"``, the default) or stays stopped there (``"stop"``).
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8001,
+        registry: Registry | None = None,
+        **options: Any,
+    ) -> None:
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+            raise ValueError(f"port must be an integer from 0 to 65535, got {port!r}")
+        if registry is not None and not isinstance(registry, Registry):
+            raise TypeError(f"registry must be a wsgiws.Registry, got {registry!r}")
+        self.options = Options.from_kwargs(**options)
+        self.host = host
+        self._port = port
+        self._registry = registry
+        #: True when clients connect over TLS (same-port mode behind a TLS server).
+        self.secure = False
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._state = "new"
+        self._listeners: list[socket.socket] = []
+        # Loop thread: connections whose socket is open.
+        self._sockets: set[Connection] = set()
+        # Under _lock: connections whose handler lifecycle is not over.
+        self._active: set[Connection] = set()
+        self._thread: threading.Thread | None = None
+        self._loop_done = threading.Event()
+        self.loop = SelectorLoop(f"wsgiws:{port}")
+        self.pool = WorkerPool(self.options.workers)
+
+    # -- public --------------------------------------------------------------------
+
+    @property
+    def registry(self) -> Registry:
+        """The routes this server serves."""
+        return self._registry if self._registry is not None else default_registry
+
+    @property
+    def port(self) -> int:
+        """The port listened on: the bound one once started (useful with ``port=0``)."""
+        if self._listeners:
+            return int(self._listeners[0].getsockname()[1])
+        return self._port
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`close`."""
+        return self._state == "running"
+
+    @property
+    def connections(self) -> int:
+        """The number of connections whose lifecycle is not over."""
+        with self._lock:
+            return len(self._active)
+
+    def start(self) -> Server:
+        """Listen and run the loop on a daemon thread; return once listening.
+
+        Raises:
+            OSError: the address cannot be bound (e.g. the port is in use).
+            InvalidState: the server was started or closed already.
+        """
+        with self._lock:
+            if self._state != "new":
+                raise InvalidState(f"server is {self._state}; a server starts once")
+            self._state = "starting"
+        try:
+            self._bind()
+        except BaseException:
+            with self._lock:
+                self._state = "closed"
+            raise
+        self._start_loop()
+        logger.info("listening on %s:%d", self.host or "*", self.port)
+        return self
+
+    def serve_forever(self) -> None:
+        """Start if needed, then block the calling thread until :meth:`close`.
+
+        Ctrl-C (``KeyboardInterrupt``) closes the server, then re-raises.
+        """
+        if self._state == "new":
+            self.start()
+        try:
+            while not self._loop_done.wait(0.5):  # short waits keep Ctrl-C responsive
+                pass
+        except KeyboardInterrupt:
+            self.close()
+            raise
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop: close code 1001 to every client, then release the port and threads.
+
+        Waits up to ``timeout`` seconds (default: the ``close_timeout`` option, else
+        10) for clients to answer the close, drops the rest, runs every pending
+        ``on_close``, and joins the loop thread. Callable from any thread but the
+        loop's; calling it again does nothing.
+        """
+        with self._lock:
+            state = self._state
+            if state in ("closing", "closed"):
+                return
+            self._state = "closing"
+        if state != "running":
+            self._release_listeners()
+            with self._lock:
+                self._state = "closed"
+            return
+        if self.loop.in_loop_thread():
+            raise InvalidState("close() cannot be called from the loop thread")
+        if timeout is None:
+            timeout = self.options.close_timeout or 10.0
+        deadline = time.monotonic() + timeout
+        self.loop.call_soon_threadsafe(self._begin_close)
+        with self._cond:
+            self._cond.wait_for(lambda: not self._active, max(0.0, deadline - time.monotonic()))
+        self.loop.call_soon_threadsafe(self._abort_all)
+        with self._cond:
+            # on_close handlers of dropped connections still run; give them a while.
+            self._cond.wait_for(lambda: not self._active, max(1.0, deadline - time.monotonic()))
+            leftover = len(self._active)
+        if leftover:
+            logger.warning("%d on_close handler(s) still running at close", leftover)
+        self.loop.stop_threadsafe()
+        self._loop_done.wait(timeout)
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        self.loop.close()
+        self.pool.shutdown(timeout=0.5)
+        with self._lock:
+            self._state = "closed"
+        _servers.discard(self)
+        logger.info("stopped")
+
+    def __enter__(self) -> Server:
+        if self._state == "new":
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Server {self.host or '*'}:{self.port} {self._state}>"
+
+    def adopt_threadsafe(
+        self,
+        sock: socket.socket,
+        remote_addr: tuple[str, int],
+        target: str,
+        headers: Iterable[tuple[str, str]],
+        environ: dict[str, Any] | None = None,
+    ) -> None:
+        """Serve a socket whose upgrade request a WSGI server already read.
+
+        The loop completes the handshake (``on_connect``, then 101 or an error
+        response). Callable from any thread; the caller gives up ``sock``.
+        """
+        if self._state != "running":
+            sock.close()
+            raise InvalidState(f"server is {self._state}")
+        headers = list(headers)
+
+        def adopt() -> None:
+            connection = self._new_connection(sock, remote_addr, environ)
+            if connection is not None:
+                connection.start_upgraded(target, headers)
+
+        self.loop.call_soon_threadsafe(adopt)
+
+    # -- lifecycle internals -------------------------------------------------------
+
+    def _bind(self) -> None:
+        host = self.host
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server(
+            (host, self._port),
+            family=family,
+            backlog=self.options.backlog,
+            reuse_port=self.options.reuse_port,
+        )
+        sock.setblocking(False)
+        self._listeners = [sock]
+
+    def _start_loop(self) -> None:
+        ready = threading.Event()
+        self._loop_done.clear()
+
+        def run() -> None:
+            for listener in self._listeners:
+                self.loop.add_socket(listener, self._accept_callback(listener))
+            with self._lock:
+                self._state = "running"
+            ready.set()
+            try:
+                self.loop.run()
+            finally:
+                self._loop_done.set()
+
+        self._thread = threading.Thread(target=run, name=f"wsgiws-loop:{self.port}", daemon=True)
+        self._thread.start()
+        ready.wait()
+        _servers.add(self)
+
+    def _accept_callback(self, listener: socket.socket) -> Any:
+        def accept() -> None:
+            for _ in range(ACCEPT_BATCH):
+                try:
+                    sock, addr = listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    # EMFILE and the like: log, and let the next readiness retry.
+                    logger.error("accept failed: %s", exc)
+                    return
+                self._configure(sock)
+                connection = self._new_connection(sock, addr, None)
+                if connection is not None:
+                    connection.start()
+
+        return accept
+
+    @staticmethod
+    def _configure(sock: socket.socket) -> None:
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _new_connection(
+        self, sock: socket.socket, addr: Any, environ: dict[str, Any] | None
+    ) -> Connection | None:
+        if self._state != "running" or len(self._sockets) >= self.options.max_connections:
+            if self._state == "running":
+                logger.warning("refusing a connection: max_connections (%d) reached",
+                               self.options.max_connections)
+            sock.close()
+            return None
+        connection = Connection(self, sock, (str(addr[0]), int(addr[1])), environ=environ)
+        self._sockets.add(connection)
+        with self._lock:
+            self._active.add(connection)
+        return connection
+
+    def _forget(self, connection: Connection) -> None:
+        """The connection's socket is closed (loop thread)."""
+        self._sockets.discard(connection)
+
+    def _done(self, connection: Connection) -> None:
+        """The connection's handler lifecycle is over (any thread)."""
+        with self._cond:
+            self._active.discard(connection)
+            if not self._active:
+                self._cond.notify_all()
+
+    def _begin_close(self) -> None:
+        self._release_listeners()
+        for connection in list(self._sockets):
+            connection.shutdown(CloseReason.GOING_AWAY, "server shutting down")
+
+    def _abort_all(self) -> None:
+        for connection in list(self._sockets):
+            connection._abort(CloseReason.GOING_AWAY, "server shutting down")
+
+    def _release_listeners(self) -> None:
+        if self._listeners and self._listeners[0].fileno() >= 0:
+            self._port = int(self._listeners[0].getsockname()[1])
+        for listener in self._listeners:
+            if self.loop.in_loop_thread():
+                self.loop.remove_socket(listener)
+            listener.close()
+        self._listeners = []
+
+    def _after_fork_in_child(self) -> None:
+        """Rebuild what a forked child lacks: the loop thread, its selector, the pool."""
+        old_loop = self.loop
+        with contextlib.suppress(Exception):
+            old_loop.close()  # the child's copies of the parent's descriptors
+        for connection in self._sockets:
+            with contextlib.suppress(OSError):
+                connection.sock.close()  # the parent keeps serving these
+        self._sockets = set()
+        self._active = set()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._loop_done = threading.Event()
+        self.loop = SelectorLoop(f"wsgiws:{self.port}")
+        self.pool = WorkerPool(self.options.workers)
+        if self.options.on_fork == "stop" or self._state != "running":
+            self._release_listeners()
+            self._state = "closed"
+            _servers.discard(self)
+            return
+        self._start_loop()
+        logger.info("restarted in forked process %d on port %d", os.getpid(), self.port)
+
+
+def _close_all_servers() -> None:
+    for server in list(_servers):
+        try:
+            server.close(timeout=min(server.options.close_timeout or 2.0, 2.0))
+        except Exception:  # pragma: no cover - best effort at exit
+            logger.error("error closing %r at exit", server, exc_info=True)
+
+
+def _after_fork_in_child() -> None:
+    for server in list(_servers):
+        server._after_fork_in_child()
+
+
+atexit.register(_close_all_servers)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
