@@ -215,6 +215,7 @@ class Result:
     data: dict[str, Any] = field(default_factory=dict)
     server_cpu_s: float | None = None
     server_cpu_frac: float | None = None
+    runs: list[float] = field(default_factory=list)  # metric of every good run
 
     def metric(self, scenario: Scenario) -> float | None:
         value = self.data.get(scenario.metric)
@@ -440,6 +441,60 @@ def run_loadgen(
     return res
 
 
+def server_pass(
+    spec: ServerSpec,
+    scenarios: list[Scenario],
+    env: dict[str, str],
+    quick: bool,
+    skip_group: bool,
+) -> list[Result]:
+    """Start one server, run every scenario against it once, stop it."""
+    try:
+        server = RunningServer(spec, env)
+    except RuntimeError as exc:
+        log(f"bench: {exc}")
+        return [
+            Result(spec.name, sc.key, False, "server failed to start")
+            for sc in scenarios
+        ]
+    out: list[Result] = []
+    try:
+        for sc in scenarios:
+            if sc.needs_group and skip_group:
+                reason = "wsgiws.group does not exist yet"
+                log(f"bench:   {sc.key}: skipped ({reason})")
+                out.append(Result(spec.name, sc.key, False, reason, skipped=True))
+                continue
+            if not server.alive():
+                reason = f"server died: {server.stderr_tail(5)}"
+                out.append(Result(spec.name, sc.key, False, reason))
+                continue
+            log(f"bench:   {sc.key}: {sc.title}")
+            res = run_loadgen(server, sc, sc.quick if quick else sc.full)
+            if not res.ok:
+                log(f"bench:   {sc.key}: FAILED: {res.reason}")
+            out.append(res)
+    finally:
+        server.stop()
+    return out
+
+
+def pick_median(candidates: list[Result], scenario: Scenario) -> Result:
+    """The run with the median result (its latencies etc. come with it)."""
+    good = [r for r in candidates if r.metric(scenario) is not None]
+    if not good:
+        return candidates[0]
+    good.sort(key=lambda r: r.metric(scenario) or 0.0)
+    chosen = good[(len(good) - 1) // 2]
+    chosen.runs = [r.metric(scenario) or 0.0 for r in good]
+    if len(good) < len(candidates):
+        failed = len(candidates) - len(good)
+        chosen.reason = "; ".join(
+            x for x in (chosen.reason, f"{failed}/{len(candidates)} runs failed") if x
+        )
+    return chosen
+
+
 # ----------------------------------------------------------------- report ----
 
 
@@ -455,39 +510,51 @@ def fmt_pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.0f}%"
 
 
+def spread(runs: list[float]) -> str:
+    """min..max of the runs as +/- percent around the median."""
+    if len(runs) < 2:
+        return "-"
+    med = sorted(runs)[(len(runs) - 1) // 2]
+    lo, hi = min(runs), max(runs)
+    return f"-{(med - lo) / med * 100:.0f}/+{(hi - med) / med * 100:.0f}%"
+
+
 def print_table(results: list[Result], scenarios: list[Scenario]) -> None:
     header = (
-        f"{'scenario':<11} {'server':<19} {'result':>14} {'unit':<8}"
-        f" {'p50 µs':>9} {'p99 µs':>9} {'wall s':>7}"
-        f" {'gen CPU':>8} {'srv CPU':>8}  note"
+        f"{'scenario':<11} {'server':<19} {'result':>11} {'unit':<8} {'spread':>9}"
+        f" {'p50 µs':>8} {'p99 µs':>8} {'gen CPU':>8} {'srv CPU':>8}  note"
     )
     print(header)
     print("-" * len(header))
     by_key = {s.key: s for s in scenarios}
     for r in results:
         sc = by_key[r.scenario]
-        if not r.ok and not r.data:
+        if not r.data:
             print(
-                f"{r.scenario:<11} {r.server:<19} {'skipped/failed':>14} {'':<8}"
-                f" {'':>9} {'':>9} {'':>7} {'':>8} {'':>8}  {r.reason}"
+                f"{sc.key:<11} {r.server:<19} {'-':>11} {'':<8} {'':>9}"
+                f" {'':>8} {'':>8} {'':>8} {'':>8}  {r.reason}"
             )
             continue
         d = r.data
         lat = d.get("latency") or {}
-        p50 = lat.get("p50_us")
-        p99 = lat.get("p99_us")
-        if sc.key == "broadcast":
-            p50 = d.get("client_done_p50_us")
-            p99 = d.get("last_delivery_us")
         gen = d.get("loadgen_cpu_frac")
         notes = [r.reason] if r.reason else []
+        if sc.key == "broadcast":
+            notes.append(
+                f"last delivery {fmt_num(d.get('last_delivery_us', 0) / 1000, 1)} ms,"
+                f" first {fmt_num(d.get('first_delivery_us') or 0, 0)} µs,"
+                f" gen {fmt_num(d.get('loadgen_cpu_us_per_delivery'), 1)} µs/delivery"
+            )
+        if d.get("truncated_by_deadline"):
+            notes.append("stopped by the time cap")
         if gen is not None and gen > LOADGEN_SATURATION:
-            notes.append("LOADGEN >80% of a core: result may be generator-bound")
-        metric = r.metric(sc) if r.ok else d.get(sc.metric)
+            notes.append("gen >80% of a core")
+        metric = d.get(sc.metric)
         digits = 1 if sc.unit == "MB/s" else 0
         print(
-            f"{sc.key:<11} {r.server:<19} {fmt_num(metric, digits):>14} {sc.unit:<8}"
-            f" {fmt_num(p50):>9} {fmt_num(p99):>9} {fmt_num(d.get('wall_s'), 2):>7}"
+            f"{sc.key:<11} {r.server:<19} {fmt_num(metric, digits):>11} {sc.unit:<8}"
+            f" {spread(r.runs):>9}"
+            f" {fmt_num(lat.get('p50_us')):>8} {fmt_num(lat.get('p99_us')):>8}"
             f" {fmt_pct(gen):>8} {fmt_pct(r.server_cpu_frac):>8}  {'; '.join(notes)}"
         )
 
@@ -576,6 +643,12 @@ def main(argv: list[str] | None = None) -> int:
         "--scenarios",
         help="comma-separated subset of: " + ", ".join(s.key for s in SCENARIOS),
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        metavar="N",
+        help="passes over all servers (default 3, --quick 1); the median is reported",
+    )
     args = parser.parse_args(argv)
 
     started = time.monotonic()
@@ -616,8 +689,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     group_missing = wsgiws_info is not None and not wsgiws_info.get("group")
 
+    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
     meta = {
         "mode": "quick" if args.quick else "full",
+        "repeat": repeat,
         "python": platform.python_version(),
         "node": node_version,
         "ws": ws_version(),
@@ -636,53 +711,27 @@ def main(argv: list[str] | None = None) -> int:
         f"{meta['cpus']} CPUs shared by server and load generator"
     )
 
-    results: list[Result] = []
-    for spec in servers:
-        if spec.name in skips:
-            log(f"bench: skipping {spec.name}: {skips[spec.name]}")
-            for sc in scenarios:
-                results.append(
-                    Result(
-                        spec.name,
-                        sc.key,
-                        ok=False,
-                        reason=skips[spec.name],
-                        skipped=True,
+    runs: dict[tuple[str, str], list[Result]] = {}
+    for rep in range(repeat):
+        for spec in servers:
+            if spec.name in skips:
+                if rep == 0:
+                    log(f"bench: skipping {spec.name}: {skips[spec.name]}")
+                for sc in scenarios:
+                    runs.setdefault((spec.name, sc.key), []).append(
+                        Result(spec.name, sc.key, False, skips[spec.name], skipped=True)
                     )
-                )
-            continue
-        log(f"bench: starting {spec.name} ({spec.description})")
-        try:
-            server = RunningServer(spec, env)
-        except RuntimeError as exc:
-            log(f"bench: {exc}")
-            for sc in scenarios:
-                results.append(
-                    Result(spec.name, sc.key, ok=False, reason="server failed to start")
-                )
-            continue
-        try:
-            for sc in scenarios:
-                if sc.needs_group and spec.name == SUBJECT and group_missing:
-                    reason = "wsgiws.group does not exist yet"
-                    log(f"bench:   {sc.key}: skipped ({reason})")
-                    results.append(
-                        Result(spec.name, sc.key, ok=False, reason=reason, skipped=True)
-                    )
-                    continue
-                if not server.alive():
-                    results.append(
-                        Result(spec.name, sc.key, ok=False, reason="server died")
-                    )
-                    continue
-                params = sc.quick if args.quick else sc.full
-                log(f"bench:   {sc.key}: {sc.title}")
-                res = run_loadgen(server, sc, params)
-                if not res.ok:
-                    log(f"bench:   {sc.key}: FAILED: {res.reason}")
-                results.append(res)
-        finally:
-            server.stop()
+                continue
+            label = f"[{rep + 1}/{repeat}] " if repeat > 1 else ""
+            log(f"bench: {label}starting {spec.name} ({spec.description})")
+            skip_group = spec.name == SUBJECT and group_missing
+            for res in server_pass(spec, scenarios, env, args.quick, skip_group):
+                runs.setdefault((res.server, res.scenario), []).append(res)
+    results = [
+        pick_median(runs[(spec.name, sc.key)], sc)
+        for spec in servers
+        for sc in scenarios
+    ]
 
     print()
     print_table(results, scenarios)
@@ -693,9 +742,10 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     print()
     print(
-        "gen CPU = load generator CPU time / measured wall time (one Node.js thread; "
-        f">{LOADGEN_SATURATION:.0%} would mean it may be the bottleneck); "
-        "srv CPU = server process CPU time / wall time (all threads; 100% = one core). "
+        f"result = median of {repeat} run(s), spread = min/max around it. "
+        "gen CPU = load generator CPU time / measured wall time (Node.js, 100% = "
+        f"one core; >{LOADGEN_SATURATION:.0%} = it may share the bottleneck); "
+        "srv CPU = server process CPU time / wall time (all threads). "
         f"Server and generator share the machine's {os.cpu_count()} cores. "
         f"Total run time {elapsed:.1f} s."
     )
@@ -721,6 +771,7 @@ def main(argv: list[str] | None = None) -> int:
                     "reason": r.reason,
                     "server_cpu_s": r.server_cpu_s,
                     "server_cpu_frac": r.server_cpu_frac,
+                    "runs": r.runs,
                     "loadgen": r.data,
                 }
                 for r in results
