@@ -192,6 +192,9 @@ class ServerProtocol:
         max_request_size: int = MAX_REQUEST_SIZE,
     ) -> None:
         self.max_message_size = max_message_size
+        self.max_request_size = max_request_size
+        # Bytes fed during the handshake, to bound the request head.
+        self._seen = 0
         self.state = State.CONNECTING
         #: The accepted handshake, once parsed.
         self.request: HandshakeRequest | None = None
@@ -249,6 +252,7 @@ class ServerProtocol:
             # caller, which stops reading while it decides).
             self._pending += data
             return []
+        self._seen += len(data)
         self._h11.receive_data(data)
         try:
             event = self._h11.next_event()
@@ -259,7 +263,22 @@ class ServerProtocol:
         if isinstance(event, h11.ConnectionClosed) or not isinstance(event, h11.Request):
             self.state = State.CLOSED
             return [Failed(CloseReason.ABNORMAL_CLOSURE, "connection closed during handshake")]
-        result = self._upgrade(event.target, list(event.headers.raw_items()))
+        # h11 bounds a head that arrives in pieces; this bounds one that arrives whole.
+        head_size = self._seen - len(self._h11.trailing_data[0])
+        if head_size > self.max_request_size:
+            result: Event = self._fail_handshake(
+                HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+                f"request head of {head_size} bytes exceeds the limit of "
+                f"{self.max_request_size} bytes",
+            )
+        elif event.method != b"GET":
+            # Checked here: initiate_upgrade_connection() assumes GET.
+            result = self._fail_handshake(
+                HTTPStatus.METHOD_NOT_ALLOWED, "a WebSocket handshake must use GET",
+                [(b"Allow", b"GET")],
+            )
+        else:
+            result = self._upgrade(event.target, list(event.headers.raw_items()))
         # A GET has no body: the next event is EndOfMessage, then h11 pauses for the
         # 101; what follows the head is the start of the WebSocket stream.
         try:

@@ -1,0 +1,169 @@
+"""Shared test helpers: a deadline unit, a raw WebSocket client, a served registry."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Event, RejectConnection, RejectData, Request
+
+import wsgiws
+
+#: Scales every timeout, for slow machines: WSGIWS_TESTS_TIMEOUT_FACTOR=3.
+FACTOR = float(os.environ.get("WSGIWS_TESTS_TIMEOUT_FACTOR", "1"))
+#: A generous wait for something that should happen "at once".
+TIMEOUT = 10.0 * FACTOR
+
+
+def wait_for(condition: Callable[[], object], timeout: float = TIMEOUT, message: str = "") -> None:
+    """Poll ``condition`` until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(message or f"condition not met within {timeout} s")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+@contextlib.contextmanager
+def serve(registry: wsgiws.Registry, **options: Any) -> Iterator[wsgiws.Server]:
+    """Run a Server for ``registry`` on a free loopback port for the ``with`` block."""
+    options.setdefault("close_timeout", 2.0)
+    server = wsgiws.Server(host="127.0.0.1", port=0, registry=registry, **options)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def frame(
+    opcode: int,
+    payload: bytes = b"",
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    mask: bool = True,
+    length: int | None = None,
+) -> bytes:
+    """Encode a client frame by hand, so that tests can also send invalid ones."""
+    n = len(payload) if length is None else length
+    head = bytes([(0x80 if fin else 0) | (rsv << 4) | opcode])
+    mask_bit = 0x80 if mask else 0
+    if n < 126:
+        head += bytes([mask_bit | n])
+    elif n < 65536:
+        head += bytes([mask_bit | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([mask_bit | 127]) + struct.pack("!Q", n)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return head + key + masked
+
+
+def close_payload(code: int, reason: bytes = b"") -> bytes:
+    """The payload of a close frame."""
+    return struct.pack("!H", code) + reason
+
+
+class RawClient:
+    """A blocking client over a real socket: a wsproto client parses what the
+    server sends, and :meth:`send_raw` writes arbitrary bytes (valid or not)."""
+
+    def __init__(self, port: int, path: str = "/", *, headers: list[tuple[bytes, bytes]] | None = None,
+                 subprotocols: list[str] | None = None, handshake: bool = True) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.events: list[Event] = []
+        self.eof = False
+        if handshake:
+            self.sock.sendall(
+                self.ws.send(
+                    Request(host=f"127.0.0.1:{port}", target=path,
+                            extra_headers=headers or [], subprotocols=subprotocols or [])
+                )
+            )
+
+    def next_event(self, timeout: float = TIMEOUT) -> Event:
+        """Return the next event from the server; fail after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self.ws.events():
+                self.events.append(event)
+                return event
+            if self.eof:
+                raise EOFError("server closed the connection")
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                raise AssertionError("no event from the server in time") from None
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                self.eof = True
+                self.ws.receive_data(None)
+            else:
+                self.ws.receive_data(data)
+
+    def accept(self) -> AcceptConnection:
+        """Wait for the handshake to succeed."""
+        event = self.next_event()
+        assert isinstance(event, AcceptConnection), event
+        return event
+
+    def rejection(self) -> tuple[int, dict[bytes, bytes], bytes]:
+        """Wait for a refused handshake: status, headers, body."""
+        event = self.next_event()
+        assert isinstance(event, RejectConnection), event
+        body = b""
+        while event.has_body:
+            data = self.next_event()
+            assert isinstance(data, RejectData)
+            body += data.data
+            if data.body_finished:
+                break
+        return event.status_code, {k.lower(): v for k, v in event.headers}, body
+
+    def send(self, event: Event) -> None:
+        """Send a wsproto event."""
+        self.sock.sendall(self.ws.send(event))
+
+    def send_raw(self, data: bytes) -> None:
+        """Send bytes as they are."""
+        self.sock.sendall(data)
+
+    def read_until_eof(self, timeout: float = TIMEOUT) -> bytes:
+        """Read raw bytes until the server closes the connection."""
+        deadline = time.monotonic() + timeout
+        chunks = []
+        while True:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                raise AssertionError("server did not close the connection in time") from None
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RawClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
