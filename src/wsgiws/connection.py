@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from wsproto.frame_protocol import CloseReason
 
+from . import groups
 from .exceptions import ConnectionClosed, Reject
 from .log import ConnectionLogger, connection_logger, handlers_logger
 from .protocol import (
@@ -121,6 +122,8 @@ class Connection:
         self.websocket: WebSocket | None = None
         self.chain: Chain | None = None
         self._environ = environ
+        #: Set by the loop once the socket is closed (same-port "park" fallback).
+        self.closed_event: threading.Event | None = None
         self.executor = SerialExecutor(server.pool)
         self._timer: TimerHandle | None = None  # handshake, then close or linger
         self._ping_timer: TimerHandle | None = None
@@ -140,10 +143,18 @@ class Connection:
         if initial:
             self._received(initial)
 
-    def start_upgraded(self, target: str, headers: list[tuple[str, str]]) -> None:
-        """Begin from a request a WSGI server already parsed (loop thread)."""
+    def start_upgraded(
+        self, target: str, headers: list[tuple[str, str]], initial: bytes = b""
+    ) -> None:
+        """Begin from a request a WSGI server already parsed (loop thread).
+
+        ``initial`` holds bytes the WSGI server read past the request head; they
+        are kept, like bytes received while the handshake is decided, until the 101.
+        """
         with self.lock:
             event = self.proto.start_from_request(target, headers)
+            if initial:
+                self.proto.receive_data(initial)
             self._write_locked(self.proto.data_to_send())
         self._handle([event])
 
@@ -240,6 +251,7 @@ class Connection:
             environ=self._environ,
             secure=self.server.secure,
         )
+        groups.hub.register(self)  # reachable by send_to/broadcast; join() allowed
         offered = request.subprotocols
         self.websocket.subprotocol = next(
             (p for p in self.options.subprotocols if p in offered), None
@@ -362,6 +374,7 @@ class Connection:
             self.log.info("closed (code %s)", self.close_code)
             self.executor.submit(self._run_close)
         else:
+            groups.hub.unregister(self)  # refused handshake: leave the groups joined
             self.server._done(self)
 
     def _handshake_expired(self) -> None:
@@ -528,11 +541,20 @@ class Connection:
 
     # == worker threads ============================================================
 
+    def _in_context(self, run: Callable[..., None], *args: Any) -> None:
+        """Run one handler event inside the ``handler_context`` option, if any."""
+        context = self.options.handler_context
+        if context is None:
+            run(*args)
+            return
+        with context():
+            run(*args)
+
     def _run_connect(self) -> None:
         websocket, chain = self.websocket, self.chain
         assert websocket is not None and chain is not None
         try:
-            chain.run_connect(websocket, websocket.path)
+            self._in_context(chain.run_connect, websocket, websocket.path)
         except Reject as exc:
             self._refuse_threadsafe(exc.status, exc.reason, "handshake rejected by handler")
             return
@@ -581,7 +603,7 @@ class Connection:
         assert websocket is not None and chain is not None
         try:
             if not self._drop_messages:
-                chain.run_message(websocket, message)
+                self._in_context(chain.run_message, websocket, message)
         except Reject as exc:
             self._drop_messages = True
             websocket.close(exc.code, exc.reason)
@@ -602,10 +624,11 @@ class Connection:
         websocket, chain = self.websocket, self.chain
         assert websocket is not None and chain is not None
         try:
-            chain.run_close(websocket)
+            self._in_context(chain.run_close, websocket)
         except Exception:
             handlers_logger.error(
                 "error in on_close of %s", chain.handler.__qualname__, exc_info=True
             )
         finally:
+            groups.hub.unregister(self)  # leave all groups once on_close has returned
             self.server._done(self)

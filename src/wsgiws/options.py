@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Final
 
 __all__ = ["Options"]
@@ -64,8 +65,10 @@ class Options:
     subprotocols: tuple[str, ...] = ()
     #: Allowed values of the ``Origin`` header; ``None`` allows every origin. With a
     #: list, a request without the header is allowed only if ``""`` is listed (see
-    #: :meth:`origin_allowed`). A refused origin gets HTTP 403.
-    origins: tuple[str, ...] | None = None
+    #: :meth:`origin_allowed`). A refused origin gets HTTP 403. A callable
+    #: ``(origin: str | None) -> bool`` decides instead (for patterns such as
+    #: subdomains); it runs on the loop thread, so it must be quick and never block.
+    origins: tuple[str, ...] | Callable[[str | None], bool] | None = None
 
     # Timeouts
     handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT
@@ -86,6 +89,11 @@ class Options:
     #: After ``os.fork()``, a running server restarts its loop in the child
     #: (``"restart"``) or stays stopped there (``"stop"``).
     on_fork: str = "restart"
+    #: A context manager factory entered around every handler event (``on_connect``,
+    #: each ``on_message``, ``on_close``) on its worker thread, e.g. to release
+    #: per-thread resources the way a web framework does around each request (the
+    #: Django adapter closes stale database connections here). ``None``: nothing.
+    handler_context: Callable[[], AbstractContextManager[object]] | None = None
 
     def __post_init__(self) -> None:
         for name in ("handshake_timeout", "ping_interval", "ping_timeout", "close_timeout"):
@@ -99,8 +107,18 @@ class Options:
             raise ValueError(f"on_fork must be 'restart' or 'stop', got {self.on_fork!r}")
         if not all(isinstance(p, str) and p for p in self.subprotocols):
             raise ValueError(f"subprotocols must be non-empty strings, got {self.subprotocols!r}")
-        if self.origins is not None and not all(isinstance(o, str) for o in self.origins):
-            raise ValueError(f"origins must be strings, got {self.origins!r}")
+        if (
+            self.origins is not None
+            and not callable(self.origins)
+            and not all(isinstance(o, str) for o in self.origins)
+        ):
+            raise ValueError(
+                f"origins must be strings or a callable, got {self.origins!r}"
+            )
+        if self.handler_context is not None and not callable(self.handler_context):
+            raise ValueError(
+                f"handler_context must be callable or None, got {self.handler_context!r}"
+            )
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> Options:
@@ -114,6 +132,8 @@ class Options:
             )
         for name in ("subprotocols", "origins"):
             value = kwargs.get(name)
+            if name == "origins" and callable(value):
+                continue
             if isinstance(value, str):
                 raise ValueError(f"{name} must be a sequence of strings, not a string")
             if isinstance(value, Sequence) or (value is not None and not isinstance(value, tuple)):
@@ -130,6 +150,8 @@ class Options:
         """
         if self.origins is None:
             return True
+        if callable(self.origins):
+            return bool(self.origins(origin))
         if origin is None:
             return "" in self.origins
         return origin.lower() in (o.lower() for o in self.origins)
