@@ -14,11 +14,13 @@ from typing import Any
 
 from wsproto.frame_protocol import CloseReason
 
+from . import groups as _groups
 from .connection import Connection
 from .exceptions import InvalidState
 from .log import server_logger as logger
 from .loop import SelectorLoop
 from .options import Options
+from .protocol import encode_message
 from .routing import Registry, default_registry
 from .workers import WorkerPool
 
@@ -51,7 +53,10 @@ class Server:
 
     Args:
         host: address to listen on (``"127.0.0.1"`` by default; ``""`` for all).
-        port: TCP port; ``0`` picks a free one, see :attr:`port`.
+        port: TCP port; ``0`` picks a free one, see :attr:`port`. ``None``: no
+            listening socket, the loop only serves connections handed over with
+            :meth:`adopt_threadsafe` (same-port mode of
+            :class:`~wsgiws.WebSocketMiddleware`).
         registry: the routes to serve; the default registry (used by
             :func:`~wsgiws.Namespace`) when ``None``.
         **options: see :class:`~wsgiws.options.Options`; a wrong name raises
@@ -67,12 +72,14 @@ class Server:
         self,
         *,
         host: str = "127.0.0.1",
-        port: int = 8001,
+        port: int | None = 8001,
         registry: Registry | None = None,
         **options: Any,
     ) -> None:
-        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
-            raise ValueError(f"port must be an integer from 0 to 65535, got {port!r}")
+        if port is not None and (
+            not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535
+        ):
+            raise ValueError(f"port must be None or an integer from 0 to 65535, got {port!r}")
         if registry is not None and not isinstance(registry, Registry):
             raise TypeError(f"registry must be a wsgiws.Registry, got {registry!r}")
         self.options = Options.from_kwargs(**options)
@@ -91,10 +98,25 @@ class Server:
         self._active: set[Connection] = set()
         self._thread: threading.Thread | None = None
         self._loop_done = threading.Event()
-        self.loop = SelectorLoop(f"wsgiws:{port}")
-        self.pool = WorkerPool(self.options.workers)
+        # Created by start(): a server that never starts holds no descriptors.
+        self._loop: SelectorLoop | None = None
+        self._pool: WorkerPool | None = None
 
     # -- public --------------------------------------------------------------------
+
+    @property
+    def loop(self) -> SelectorLoop:
+        """The selector loop (internal; exists once started)."""
+        if self._loop is None:
+            raise InvalidState("server is not started")
+        return self._loop
+
+    @property
+    def pool(self) -> WorkerPool:
+        """The handler thread pool (internal; exists once started)."""
+        if self._pool is None:
+            raise InvalidState("server is not started")
+        return self._pool
 
     @property
     def registry(self) -> Registry:
@@ -102,8 +124,11 @@ class Server:
         return self._registry if self._registry is not None else default_registry
 
     @property
-    def port(self) -> int:
-        """The port listened on: the bound one once started (useful with ``port=0``)."""
+    def port(self) -> int | None:
+        """The port listened on: the bound one once started (useful with ``port=0``).
+
+        ``None`` for a server created with ``port=None`` (no listening socket).
+        """
         if self._listeners:
             return int(self._listeners[0].getsockname()[1])
         return self._port
@@ -118,6 +143,19 @@ class Server:
         """The number of connections whose lifecycle is not over."""
         with self._lock:
             return len(self._active)
+
+    def broadcast(self, message: str | bytes) -> int:
+        """Send a message to every connection of this server (this process only).
+
+        The frame is encoded once and queued to each connection without blocking;
+        closed connections are skipped. Callable from any thread. To reach every
+        server and every process, use :func:`wsgiws.broadcast`.
+
+        Returns:
+            The number of connections the message was queued to.
+        """
+        frame = encode_message(message)
+        return _groups.send_frame_to(_groups.hub.connections(self), frame)
 
     def start(self) -> Server:
         """Listen and run the loop on a daemon thread; return once listening.
@@ -137,7 +175,10 @@ class Server:
                 self._state = "closed"
             raise
         self._start_loop()
-        logger.info("listening on %s:%d", self.host or "*", self.port)
+        if self._port is None:
+            logger.info("running with no listening socket (same-port mode)")
+        else:
+            logger.info("listening on %s:%d", self.host or "*", self.port)
         return self
 
     def serve_forever(self) -> None:
@@ -216,27 +257,45 @@ class Server:
         target: str,
         headers: Iterable[tuple[str, str]],
         environ: dict[str, Any] | None = None,
+        *,
+        initial: bytes = b"",
+        closed: threading.Event | None = None,
     ) -> None:
         """Serve a socket whose upgrade request a WSGI server already read.
 
         The loop completes the handshake (``on_connect``, then 101 or an error
         response). Callable from any thread; the caller gives up ``sock``.
+
+        Args:
+            initial: bytes the WSGI server had read past the request head (frames
+                the client sent right after its request); served after the 101.
+            closed: set once the loop has closed ``sock`` (or refused it), for a
+                caller that waits for the end of the connection.
         """
         if self._state != "running":
             sock.close()
+            if closed is not None:
+                closed.set()
             raise InvalidState(f"server is {self._state}")
         headers = list(headers)
+        self._configure(sock)
 
         def adopt() -> None:
             connection = self._new_connection(sock, remote_addr, environ)
-            if connection is not None:
-                connection.start_upgraded(target, headers)
+            if connection is None:
+                if closed is not None:
+                    closed.set()
+                return
+            connection.closed_event = closed
+            connection.start_upgraded(target, headers, initial)
 
         self.loop.call_soon_threadsafe(adopt)
 
     # -- lifecycle internals -------------------------------------------------------
 
     def _bind(self) -> None:
+        if self._port is None:
+            return  # same-port mode: connections only arrive through adopt_threadsafe
         host = self.host
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.create_server(
@@ -249,6 +308,8 @@ class Server:
         self._listeners = [sock]
 
     def _start_loop(self) -> None:
+        self._loop = SelectorLoop(f"wsgiws:{self.port}")
+        self._pool = WorkerPool(self.options.workers)
         ready = threading.Event()
         self._loop_done.clear()
 
@@ -310,6 +371,8 @@ class Server:
     def _forget(self, connection: Connection) -> None:
         """The connection's socket is closed (loop thread)."""
         self._sockets.discard(connection)
+        if connection.closed_event is not None:
+            connection.closed_event.set()
 
     def _done(self, connection: Connection) -> None:
         """The connection's handler lifecycle is over (any thread)."""
@@ -331,16 +394,16 @@ class Server:
         if self._listeners and self._listeners[0].fileno() >= 0:
             self._port = int(self._listeners[0].getsockname()[1])
         for listener in self._listeners:
-            if self.loop.in_loop_thread():
+            if self._loop is not None and self._loop.in_loop_thread():
                 self.loop.remove_socket(listener)
             listener.close()
         self._listeners = []
 
     def _after_fork_in_child(self) -> None:
         """Rebuild what a forked child lacks: the loop thread, its selector, the pool."""
-        old_loop = self.loop
-        with contextlib.suppress(Exception):
-            old_loop.close()  # the child's copies of the parent's descriptors
+        if self._loop is not None:
+            with contextlib.suppress(Exception):
+                self._loop.close()  # the child's copies of the parent's descriptors
         for connection in self._sockets:
             with contextlib.suppress(OSError):
                 connection.sock.close()  # the parent keeps serving these
@@ -349,15 +412,14 @@ class Server:
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._loop_done = threading.Event()
-        self.loop = SelectorLoop(f"wsgiws:{self.port}")
-        self.pool = WorkerPool(self.options.workers)
+        self._loop = self._pool = None
         if self.options.on_fork == "stop" or self._state != "running":
             self._release_listeners()
             self._state = "closed"
             _servers.discard(self)
             return
         self._start_loop()
-        logger.info("restarted in forked process %d on port %d", os.getpid(), self.port)
+        logger.info("restarted in forked process %d on port %s", os.getpid(), self.port)
 
 
 def _close_all_servers() -> None:

@@ -51,23 +51,27 @@ class WorkerPool:
         self._queue: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        # Under _lock: threads waiting for a task, and tasks no thread took yet. A
+        # thread is started when the queued tasks outnumber the idle threads.
         self._idle = 0
+        self._queued = 0
         self._shutdown = False
 
     def submit(self, task: Task) -> None:
         """Run ``task`` on a pool thread. Callable from any thread."""
         self._queue.put(task)
         with self._lock:
+            self._queued += 1
             if self._shutdown:
                 return
-            if self._idle == 0 and len(self._threads) < self.size:
+            if self._queued > self._idle and len(self._threads) < self.size:
                 thread = threading.Thread(
                     target=self._work,
                     name=f"{self.name}-{len(self._threads)}",
                     daemon=True,
                 )
                 self._threads.append(thread)
-                self._idle += 1  # counted before it starts, so a burst spawns one
+                self._idle += 1  # counted before it starts
                 thread.start()
 
     def shutdown(self, timeout: float | None = None) -> None:
@@ -88,6 +92,7 @@ class WorkerPool:
             task = get()
             with self._lock:
                 self._idle -= 1
+                self._queued -= 1
             if task is None:
                 return
             try:
