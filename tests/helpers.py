@@ -11,7 +11,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, Event, RejectConnection, RejectData, Request
+from wsproto.events import (
+    AcceptConnection,
+    Event,
+    RejectConnection,
+    RejectData,
+    Request,
+)
 
 import wsgiws
 
@@ -70,6 +76,12 @@ def frame(
     return head + key + masked
 
 
+def address(server: wsgiws.Server) -> tuple[str, int]:
+    """The loopback address a test server listens on."""
+    assert server.port is not None, "the server has no listening port"
+    return ("127.0.0.1", server.port)
+
+
 def close_payload(code: int, reason: bytes = b"") -> bytes:
     """The payload of a close frame."""
     return struct.pack("!H", code) + reason
@@ -79,8 +91,16 @@ class RawClient:
     """A blocking client over a real socket: a wsproto client parses what the
     server sends, and :meth:`send_raw` writes arbitrary bytes (valid or not)."""
 
-    def __init__(self, port: int, path: str = "/", *, headers: list[tuple[bytes, bytes]] | None = None,
-                 subprotocols: list[str] | None = None, handshake: bool = True) -> None:
+    def __init__(
+        self,
+        port: int | None,
+        path: str = "/",
+        *,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        subprotocols: list[str] | None = None,
+        handshake: bool = True,
+    ) -> None:
+        assert port is not None, "the server has no listening port"
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.events: list[Event] = []
@@ -88,8 +108,12 @@ class RawClient:
         if handshake:
             self.sock.sendall(
                 self.ws.send(
-                    Request(host=f"127.0.0.1:{port}", target=path,
-                            extra_headers=headers or [], subprotocols=subprotocols or [])
+                    Request(
+                        host=f"127.0.0.1:{port}",
+                        target=path,
+                        extra_headers=headers or [],
+                        subprotocols=subprotocols or [],
+                    )
                 )
             )
 

@@ -7,8 +7,18 @@ import wsgiws
 
 def test_public_names() -> None:
     """The names the seed and the docs promise are exported."""
-    for name in ("Server", "WebSocketMiddleware", "Namespace", "Registry", "BaseWSClass",
-                 "BaseMixin", "WebSocket", "Reject", "Skip", "ConnectionClosed"):
+    for name in (
+        "Server",
+        "WebSocketMiddleware",
+        "Namespace",
+        "Registry",
+        "BaseWSClass",
+        "BaseMixin",
+        "WebSocket",
+        "Reject",
+        "Skip",
+        "ConnectionClosed",
+    ):
         assert name in wsgiws.__all__
         assert hasattr(wsgiws, name)
 

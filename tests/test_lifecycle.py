@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -15,7 +16,7 @@ from websockets.sync.client import connect
 
 import wsgiws
 
-from .helpers import TIMEOUT, serve
+from .helpers import TIMEOUT, address, serve
 
 
 def echo(registry: wsgiws.Registry) -> None:
@@ -45,7 +46,7 @@ def test_close_waits_for_peer_then_drops(registry: wsgiws.Registry) -> None:
     """A client that never answers the close frame is dropped after the timeout."""
     echo(registry)
     with serve(registry, close_timeout=0.3) as server:
-        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock = socket.create_connection(address(server))
         sock.sendall(
             b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -80,7 +81,9 @@ def test_bind_error_is_raised_in_caller(registry: wsgiws.Registry) -> None:
             other.start()
 
 
-def test_serve_forever_until_closed_from_another_thread(registry: wsgiws.Registry) -> None:
+def test_serve_forever_until_closed_from_another_thread(
+    registry: wsgiws.Registry,
+) -> None:
     """serve_forever() blocks until another thread calls close()."""
     echo(registry)
     server = wsgiws.Server(port=0, registry=registry)
@@ -95,16 +98,18 @@ def test_serve_forever_until_closed_from_another_thread(registry: wsgiws.Registr
     assert not thread.is_alive()
 
 
-def test_middleware_passes_http_through_and_owns_server(registry: wsgiws.Registry) -> None:
+def test_middleware_passes_http_through_and_owns_server(
+    registry: wsgiws.Registry,
+) -> None:
     """The WSGI wrapper calls the app untouched and closes its server."""
     calls = []
 
-    def app(environ: dict[str, object], start_response: object) -> list[bytes]:
+    def app(environ: Any, start_response: Any) -> list[bytes]:
         calls.append(environ["PATH_INFO"])
         return [b"ok"]
 
     echo(registry)
-    with wsgiws.WebSocketMiddleware(app, port=0, registry=registry) as wrapped:  # type: ignore[arg-type]
+    with wsgiws.WebSocketMiddleware(app, port=0, registry=registry) as wrapped:
         assert wrapped({"PATH_INFO": "/x"}, None) == [b"ok"]  # type: ignore[arg-type]
         with connect(f"ws://127.0.0.1:{wrapped.server.port}/") as ws:
             ws.send("y")
@@ -220,7 +225,9 @@ def test_forked_child_stays_stopped_with_on_fork_stop() -> None:
         ({"registry": {}}, TypeError, "registry"),
     ],
 )
-def test_bad_options_name_the_option(options: dict[str, object], error: type[Exception], match: str) -> None:
+def test_bad_options_name_the_option(
+    options: dict[str, object], error: type[Exception], match: str
+) -> None:
     """A wrong option raises a readable error naming it."""
     with pytest.raises(error, match=match):
         wsgiws.Server(**options)  # type: ignore[arg-type]
@@ -229,7 +236,11 @@ def test_bad_options_name_the_option(options: dict[str, object], error: type[Exc
 def test_none_disables_timeouts_and_size_limit() -> None:
     """None is accepted wherever an option can be disabled."""
     options = wsgiws.Options.from_kwargs(
-        max_message_size=None, handshake_timeout=None, ping_interval=None,
-        ping_timeout=None, close_timeout=None, origins=None,
+        max_message_size=None,
+        handshake_timeout=None,
+        ping_interval=None,
+        ping_timeout=None,
+        close_timeout=None,
+        origins=None,
     )
     assert options.max_message_size is None

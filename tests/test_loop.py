@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 from collections.abc import Iterator
@@ -44,7 +45,10 @@ def test_call_soon_threadsafe_runs_in_order_on_loop_thread(loop: SelectorLoop) -
 
     def producer(k: int) -> None:
         for i in range(500):
-            loop.call_soon_threadsafe(lambda i=i: seen.append((k, i, loop.in_loop_thread())))
+            loop.call_soon_threadsafe(functools.partial(record, k, i))
+
+    def record(k: int, i: int) -> None:
+        seen.append((k, i, loop.in_loop_thread()))
 
     threads = [threading.Thread(target=producer, args=(k,)) for k in range(4)]
     for t in threads:

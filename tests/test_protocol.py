@@ -36,12 +36,19 @@ from .helpers import close_payload, frame
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 
 
+def assert_state(server: ServerProtocol, state: State) -> None:
+    # A function, so that the type checker does not narrow server.state for good.
+    assert server.state is state
+
+
 def client_events(client: WSConnection, data: bytes) -> list[Event]:
     client.receive_data(data)
     return list(client.events())
 
 
-def open_pair(max_message_size: int | None = 1024) -> tuple[ServerProtocol, WSConnection]:
+def open_pair(
+    max_message_size: int | None = 1024,
+) -> tuple[ServerProtocol, WSConnection]:
     server = ServerProtocol(max_message_size=max_message_size)
     client = WSConnection(ConnectionType.CLIENT)
     [request] = server.receive_data(client.send(Request(host="localhost", target="/chat?x=1")))
@@ -57,7 +64,9 @@ def failure(server: ServerProtocol, client: WSConnection, data: bytes) -> tuple[
     events = server.receive_data(data)
     assert isinstance(events[-1], Failed), events
     assert server.state is State.CLOSED
-    [close] = [e for e in client_events(client, server.data_to_send()) if isinstance(e, CloseConnection)]
+    [close] = [
+        e for e in client_events(client, server.data_to_send()) if isinstance(e, CloseConnection)
+    ]
     assert close.code == events[-1].code
     return close.code, events[-1]
 
@@ -71,8 +80,12 @@ def test_handshake_request_fields() -> None:
     client = WSConnection(ConnectionType.CLIENT)
     [request] = server.receive_data(
         client.send(
-            Request(host="h", target="/a%20b?q=1&q=2", subprotocols=["chat", "v2"],
-                    extra_headers=[(b"X-Token", b"t")])
+            Request(
+                host="h",
+                target="/a%20b?q=1&q=2",
+                subprotocols=["chat", "v2"],
+                extra_headers=[(b"X-Token", b"t")],
+            )
         )
     )
     assert isinstance(request, HandshakeRequest)
@@ -102,7 +115,7 @@ def test_bytes_after_request_are_kept_for_after_accept() -> None:
     assert server.accept() == [MessageReceived("early")]
 
 
-def raw_request(lines: list[bytes]) -> list[Event]:
+def raw_request(lines: list[bytes]) -> list[object]:
     server = ServerProtocol()
     events = server.receive_data(b"\r\n".join(lines) + b"\r\n\r\n")
     response = WSConnection(ConnectionType.CLIENT)
@@ -128,14 +141,34 @@ UPGRADE = [
         ([*UPGRADE, b"Sec-WebSocket-Version: 8"], 426),
         ([*UPGRADE], 400),  # no version at all
         ([b"POST /chat HTTP/1.1", *UPGRADE[1:], b"Sec-WebSocket-Version: 13"], 405),
-        ([UPGRADE[0], UPGRADE[1], UPGRADE[3], UPGRADE[4], b"Sec-WebSocket-Version: 13"], 400),
+        (
+            [
+                UPGRADE[0],
+                UPGRADE[1],
+                UPGRADE[3],
+                UPGRADE[4],
+                b"Sec-WebSocket-Version: 13",
+            ],
+            400,
+        ),
         ([*UPGRADE[:4], b"Sec-WebSocket-Version: 13"], 400),  # no key
-        ([b"GET /chat HTTP/1.1", *UPGRADE[2:], b"Sec-WebSocket-Version: 13"], 400),  # no host
+        (
+            [b"GET /chat HTTP/1.1", *UPGRADE[2:], b"Sec-WebSocket-Version: 13"],
+            400,
+        ),  # no host
         ([b"GARBAGE"], 400),
         ([*UPGRADE, b"Sec-WebSocket-Version: 13", b"X-Big: " + b"a" * 20000], 431),
     ],
-    ids=["wrong-version", "no-version", "post", "no-upgrade", "no-key", "no-host", "garbage",
-         "too-big"],
+    ids=[
+        "wrong-version",
+        "no-version",
+        "post",
+        "no-upgrade",
+        "no-key",
+        "no-host",
+        "garbage",
+        "too-big",
+    ],
 )
 def test_bad_handshake_gets_http_error(lines: list[bytes], status: int) -> None:
     """Each malformed upgrade gets the right HTTP status and a readable body."""
@@ -200,7 +233,7 @@ def test_message_sizes_round_trip(size: int, binary: bool) -> None:
 
 def test_encode_frame_matches_wsproto() -> None:
     """Frames encoded once for broadcast are what wsproto decodes."""
-    server, client = open_pair()
+    _, client = open_pair()
     for payload in (b"", b"x" * 125, b"y" * 126, b"z" * 70000):
         [message] = client_events(client, encode_frame(BINARY, payload))  # type: ignore[arg-type]
         assert isinstance(message, BytesMessage)
@@ -211,8 +244,11 @@ def test_fragmented_message_with_interleaved_ping() -> None:
     """Fragments are reassembled; a ping between them is answered at once."""
     server, client = open_pair()
     events = server.receive_data(
-        frame(TEXT, b"hel", fin=False) + frame(PING, b"p1") + frame(CONT, b"lo ", fin=False)
-        + frame(PONG, b"unsolicited") + frame(CONT, b"world")
+        frame(TEXT, b"hel", fin=False)
+        + frame(PING, b"p1")
+        + frame(CONT, b"lo ", fin=False)
+        + frame(PONG, b"unsolicited")
+        + frame(CONT, b"world")
     )
     assert events == [PongReceived(b"unsolicited"), MessageReceived("hello world")]
     [pong] = client_events(client, server.data_to_send())
@@ -395,10 +431,11 @@ def test_server_initiated_close() -> None:
     [close] = client_events(client, server.data_to_send())
     assert isinstance(close, CloseConnection)
     assert (close.code, close.reason) == (1001, "going away")
+    assert_state(server, State.CLOSING)
     # Data the peer sent before it saw our close is still delivered.
     assert server.receive_data(frame(TEXT, b"late")) == [MessageReceived("late")]
     assert server.receive_data(frame(CLOSE, close_payload(1001))) == [CloseReceived(1001, "")]
-    assert server.state is State.CLOSED
+    assert_state(server, State.CLOSED)
     assert server.data_to_send() == b""
 
 

@@ -55,7 +55,7 @@ def test_staticmethod_handler_is_refused() -> None:
 
     class H(wsgiws.BaseWSClass):
         @staticmethod
-        def on_message(websocket: object, message: object) -> None:  # type: ignore[override]
+        def on_message(websocket: object, message: object) -> None:
             pass
 
     with pytest.raises(TypeError, match="classmethod"):

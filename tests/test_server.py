@@ -16,11 +16,12 @@ from typing import Any
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
+from websockets.typing import Origin
 from wsproto.events import CloseConnection, TextMessage
 
 import wsgiws
 
-from .helpers import TIMEOUT, RawClient, close_payload, frame, serve, wait_for
+from .helpers import TIMEOUT, RawClient, address, close_payload, frame, serve, wait_for
 
 
 def url(server: wsgiws.Server, path: str = "/") -> str:
@@ -109,10 +110,13 @@ def test_query_string_is_not_part_of_the_match(registry: wsgiws.Registry) -> Non
                 environ_query=websocket.environ["QUERY_STRING"],
             )
 
-    with serve(registry) as server, connect(
-        url(server, "/room/lobby?user=ann&tag=a&tag=b"),
-        additional_headers={"Cookie": "sessionid=abc; bad; theme=\"dark\""},
-        user_agent_header="test-agent",
+    with (
+        serve(registry) as server,
+        connect(
+            url(server, "/room/lobby?user=ann&tag=a&tag=b"),
+            additional_headers={"Cookie": 'sessionid=abc; bad; theme="dark"'},
+            user_agent_header="test-agent",
+        ),
     ):
         pass
     assert seen == {
@@ -131,7 +135,10 @@ def test_query_string_is_not_part_of_the_match(registry: wsgiws.Registry) -> Non
 def test_wrong_version_gets_426_over_the_wire(registry: wsgiws.Registry, rec: Recorder) -> None:
     """A wrong Sec-WebSocket-Version gets 426 naming version 13."""
     echo(registry, rec)
-    with serve(registry) as server, socket.create_connection(("127.0.0.1", server.port)) as sock:
+    with (
+        serve(registry) as server,
+        socket.create_connection(address(server)) as sock,
+    ):
         sock.sendall(
             b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 7\r\n\r\n"
@@ -146,7 +153,10 @@ def test_wrong_version_gets_426_over_the_wire(registry: wsgiws.Registry, rec: Re
 
 def test_plain_http_request_gets_400(registry: wsgiws.Registry) -> None:
     """A browser opening the WebSocket port gets a readable 400, not a hang."""
-    with serve(registry) as server, socket.create_connection(("127.0.0.1", server.port)) as sock:
+    with (
+        serve(registry) as server,
+        socket.create_connection(address(server)) as sock,
+    ):
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         sock.settimeout(TIMEOUT)
         response = sock.recv(4096)
@@ -156,7 +166,10 @@ def test_plain_http_request_gets_400(registry: wsgiws.Registry) -> None:
 
 def test_handshake_timeout_drops_silent_client(registry: wsgiws.Registry) -> None:
     """A client that never finishes its request is disconnected after handshake_timeout."""
-    with serve(registry, handshake_timeout=0.2) as server, RawClient(server.port, handshake=False) as c:
+    with (
+        serve(registry, handshake_timeout=0.2) as server,
+        RawClient(server.port, handshake=False) as c,
+    ):
         c.send_raw(b"GET / HTTP/1.1\r\n")
         assert c.read_until_eof() == b""
 
@@ -165,10 +178,13 @@ def test_origin_check(registry: wsgiws.Registry, rec: Recorder) -> None:
     """A refused Origin gets 403; an allowed one connects."""
     echo(registry, rec)
     with serve(registry, origins=["https://good.example"]) as server:
-        with pytest.raises(InvalidStatus) as info, connect(url(server, "/echo"), origin="https://evil.example"):  # type: ignore[arg-type]
+        with (
+            pytest.raises(InvalidStatus) as info,
+            connect(url(server, "/echo"), origin=Origin("https://evil.example")),
+        ):
             pass
         assert info.value.response.status_code == 403
-        with connect(url(server, "/echo"), origin="https://GOOD.example") as ws:  # type: ignore[arg-type]
+        with connect(url(server, "/echo"), origin=Origin("https://GOOD.example")) as ws:
             ws.send("ok")
             assert ws.recv(TIMEOUT) == "ok"
         with pytest.raises(InvalidStatus), connect(url(server, "/echo")):
@@ -218,7 +234,10 @@ def test_violation_closes_with_code_and_calls_on_close(
 ) -> None:
     """A protocol violation closes with its RFC 6455 code; on_close sees the code."""
     echo(registry, rec)
-    with serve(registry, max_message_size=1024) as server, RawClient(server.port, "/echo") as c:
+    with (
+        serve(registry, max_message_size=1024) as server,
+        RawClient(server.port, "/echo") as c,
+    ):
         c.accept()
         c.send_raw(data)
         event = c.next_event()
@@ -266,9 +285,9 @@ def test_mixins_run_right_to_left_each_once(registry: wsgiws.Registry, rec: Reco
             rec.add("M1.connect", cls.__name__)
 
         @classmethod
-        def on_message(cls, websocket: wsgiws.WebSocket, message: str | bytes) -> str:
+        def on_message(cls, websocket: wsgiws.WebSocket, message: str | bytes) -> str | None:
             rec.add("M1.message", message)
-            return f"{message}+M1"
+            return f"{message!s}+M1"
 
     class M2(wsgiws.BaseMixin):
         @classmethod
@@ -429,7 +448,11 @@ def test_handler_exception_closes_1011_and_isolates(
             rec.close(websocket)
 
     caplog.set_level(logging.ERROR, logger="wsgiws.handlers")
-    with serve(registry) as server, connect(url(server)) as other, connect(url(server)) as ws:
+    with (
+        serve(registry) as server,
+        connect(url(server)) as other,
+        connect(url(server)) as ws,
+    ):
         ws.send("boom")
         with pytest.raises(ConnectionClosed) as info:
             ws.recv(TIMEOUT)
@@ -442,7 +465,9 @@ def test_handler_exception_closes_1011_and_isolates(
     assert record.exc_info is not None and "handler bug" in str(record.exc_info[1])
 
 
-def test_on_connect_exception_gets_500(registry: wsgiws.Registry, caplog: pytest.LogCaptureFixture) -> None:
+def test_on_connect_exception_gets_500(
+    registry: wsgiws.Registry, caplog: pytest.LogCaptureFixture
+) -> None:
     """An exception in on_connect refuses the handshake with 500 and is logged."""
 
     @wsgiws.Namespace(r"/", registry=registry)
@@ -452,7 +477,11 @@ def test_on_connect_exception_gets_500(registry: wsgiws.Registry, caplog: pytest
             raise RuntimeError("no database")
 
     caplog.set_level(logging.ERROR, logger="wsgiws.handlers")
-    with serve(registry) as server, pytest.raises(InvalidStatus) as info, connect(url(server)):
+    with (
+        serve(registry) as server,
+        pytest.raises(InvalidStatus) as info,
+        connect(url(server)),
+    ):
         pass
     assert info.value.response.status_code == 500
     assert b"no database" not in info.value.response.body  # no internals to the client
@@ -480,14 +509,13 @@ def test_per_connection_order_and_no_overlap(registry: wsgiws.Registry) -> None:
             websocket.send(message)
 
     n = 200
-    with serve(registry, workers=8) as server:
-        with contextlib.ExitStack() as stack:
-            clients = [stack.enter_context(connect(url(server))) for _ in range(4)]
-            for c in clients:
-                for i in range(n):
-                    c.send(str(i))
-            for c in clients:
-                assert [c.recv(TIMEOUT) for _ in range(n)] == [str(i) for i in range(n)]
+    with serve(registry, workers=8) as server, contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(connect(url(server))) for _ in range(4)]
+        for c in clients:
+            for i in range(n):
+                c.send(str(i))
+        for c in clients:
+            assert [c.recv(TIMEOUT) for _ in range(n)] == [str(i) for i in range(n)]
     assert overlap == []
 
 
@@ -503,7 +531,11 @@ def test_slow_handler_does_not_stall_others(registry: wsgiws.Registry) -> None:
                 release.wait(TIMEOUT)
             websocket.send(message)
 
-    with serve(registry) as server, connect(url(server)) as blocked, connect(url(server)) as free:
+    with (
+        serve(registry) as server,
+        connect(url(server)) as blocked,
+        connect(url(server)) as free,
+    ):
         blocked.send("block")
         free.send("hi")
         assert free.recv(TIMEOUT) == "hi"
@@ -525,15 +557,17 @@ def test_send_from_another_thread(registry: wsgiws.Registry) -> None:
 
     with serve(registry) as server, connect(url(server)) as ws:
         assert ready.wait(TIMEOUT)
-        threads = [
-            threading.Thread(target=lambda i=i: [sockets[0].send(f"{i}:{j}") for j in range(50)])
-            for i in range(4)
-        ]
+
+        def sender(i: int) -> None:
+            for j in range(50):
+                sockets[0].send(f"{i}:{j}")
+
+        threads = [threading.Thread(target=sender, args=(i,)) for i in range(4)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        got = [ws.recv(TIMEOUT) for _ in range(200)]
+        got = [str(ws.recv(TIMEOUT)) for _ in range(200)]
         for i in range(4):
             assert [m for m in got if m.startswith(f"{i}:")] == [f"{i}:{j}" for j in range(50)]
 
@@ -572,7 +606,7 @@ def test_on_close_exactly_once_for_every_cause(registry: wsgiws.Registry, rec: R
             with pytest.raises(ConnectionClosed) as info:
                 stopping.recv(TIMEOUT)
         assert info.value.rcvd is not None and info.value.rcvd.code == 1001
-    assert sorted(code for code, _ in rec.closes) == [1000, 1001, 1006, 4000]
+    assert sorted(code or 0 for code, _ in rec.closes) == [1000, 1001, 1006, 4000]
 
 
 def test_send_after_close_raises(registry: wsgiws.Registry, rec: Recorder) -> None:
@@ -617,7 +651,10 @@ def test_slow_reader_is_closed_1008_and_others_unaffected(
         def on_close(cls, websocket: wsgiws.WebSocket) -> None:
             rec.close(websocket)
 
-    with serve(registry, write_limit=256 * 1024) as server, connect(url(server, "/good")) as good:
+    with (
+        serve(registry, write_limit=256 * 1024) as server,
+        connect(url(server, "/good")) as good,
+    ):
         with RawClient(server.port, "/stalled") as stalled:
             stalled.accept()
             stalled.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -639,7 +676,10 @@ def test_slow_reader_is_closed_1008_and_others_unaffected(
 def test_keepalive_ping_timeout_closes_1011(registry: wsgiws.Registry, rec: Recorder) -> None:
     """A client that never answers pings is closed with 1011."""
     echo(registry, rec)
-    with serve(registry, ping_interval=0.1, ping_timeout=0.2) as server, RawClient(server.port, "/echo") as c:
+    with (
+        serve(registry, ping_interval=0.1, ping_timeout=0.2) as server,
+        RawClient(server.port, "/echo") as c,
+    ):
         c.accept()
         # Read frames without answering (RawClient's wsproto would not auto-reply).
         event = c.next_event()
@@ -654,7 +694,10 @@ def test_keepalive_ping_timeout_closes_1011(registry: wsgiws.Registry, rec: Reco
 def test_keepalive_answered_keeps_connection(registry: wsgiws.Registry, rec: Recorder) -> None:
     """A client answering pings stays connected past several ping timeouts."""
     echo(registry, rec)
-    with serve(registry, ping_interval=0.05, ping_timeout=0.1) as server, connect(url(server, "/echo")) as ws:
+    with (
+        serve(registry, ping_interval=0.05, ping_timeout=0.1) as server,
+        connect(url(server, "/echo")) as ws,
+    ):
         pings = 0
         deadline = time.monotonic() + 0.6
         while time.monotonic() < deadline:  # websockets answers pings while we wait
@@ -666,7 +709,9 @@ def test_keepalive_answered_keeps_connection(registry: wsgiws.Registry, rec: Rec
     assert pings >= 5
 
 
-def test_backpressure_stops_reading_from_flooding_client(registry: wsgiws.Registry) -> None:
+def test_backpressure_stops_reading_from_flooding_client(
+    registry: wsgiws.Registry,
+) -> None:
     """With a blocked handler, the server holds at most about max_queue messages."""
     release = threading.Event()
     handled: list[int] = []

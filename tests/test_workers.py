@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 
@@ -31,7 +32,7 @@ def test_serial_executor_runs_in_order_one_at_a_time() -> None:
 
     for i in range(100):
         for k, executor in enumerate(executors):
-            executor.submit(lambda k=k, i=i: task(k, i))
+            executor.submit(functools.partial(task, k, i))
     wait_for(lambda: all(len(r) == 100 for r in results.values()))
     pool.shutdown(TIMEOUT)
     assert overlaps == []

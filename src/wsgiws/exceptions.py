@@ -58,7 +58,7 @@ class InvalidState(WSGIWSError, RuntimeError):
     """An operation was attempted in a state that does not allow it."""
 
 
-class Skip(WSGIWSError):  # noqa: N818 - the name reads as an instruction, as intended
+class Skip(WSGIWSError):
     """Drop the current event; the connection stays open.
 
     Raised from a mixin, the handlers after it in the chain do not see the event.
@@ -67,7 +67,7 @@ class Skip(WSGIWSError):  # noqa: N818 - the name reads as an instruction, as in
     """
 
 
-class Reject(WSGIWSError):  # noqa: N818 - the name reads as an instruction, as intended
+class Reject(WSGIWSError):
     """Refuse the handshake, or close an open connection.
 
     Raised in ``on_connect``, the client receives an HTTP response with ``status``

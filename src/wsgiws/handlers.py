@@ -78,7 +78,7 @@ def _function(owner: type, name: str) -> Method | None:
     if attr is None:
         return None
     if isinstance(attr, classmethod):
-        return attr.__func__  # type: ignore[no-any-return]
+        return attr.__func__
     if isinstance(attr, staticmethod):
         raise TypeError(f"{owner.__qualname__}.{name} must be a classmethod, not a staticmethod")
     if callable(attr):

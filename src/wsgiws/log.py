@@ -23,7 +23,9 @@ handlers_logger = logging.getLogger("wsgiws.handlers")
 class ConnectionLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """Prefix messages with the connection and add it as the ``websocket`` attribute."""
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
         label = self.extra["websocket"] if self.extra else "-"
         kwargs.setdefault("extra", {})["websocket"] = label
         return f"[{label}] {msg}", kwargs

@@ -21,6 +21,7 @@ This module knows nothing about WebSocket: it is tested with bare socketpairs.
 from __future__ import annotations
 
 import collections
+import contextlib
 import heapq
 import itertools
 import logging
@@ -170,10 +171,8 @@ class SelectorLoop:
 
     def remove_socket(self, sock: socket.socket) -> None:
         """Stop watching ``sock``; no error if it was not watched (loop thread only)."""
-        try:
+        with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(sock)
-        except (KeyError, ValueError):
-            pass
 
     def run(self) -> None:
         """Run until :meth:`stop_threadsafe`; then return (the loop stays usable)."""
@@ -194,10 +193,13 @@ class SelectorLoop:
                 try:
                     if mask & selectors.EVENT_READ and on_read is not None:
                         on_read()
-                    if mask & selectors.EVENT_WRITE and on_write is not None:
-                        # The read callback may have unregistered or changed the socket.
-                        if self._still_wants_write(key.fileobj, on_write):
-                            on_write()
+                    # The read callback may have unregistered or changed the socket.
+                    if (
+                        mask & selectors.EVENT_WRITE
+                        and on_write is not None
+                        and self._still_wants_write(key.fileobj, on_write)
+                    ):
+                        on_write()
                 except Exception:
                     logger.error("unexpected internal error in %s loop", self.name, exc_info=True)
             if timers:

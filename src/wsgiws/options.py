@@ -96,10 +96,21 @@ class Options:
     handler_context: Callable[[], AbstractContextManager[object]] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("handshake_timeout", "ping_interval", "ping_timeout", "close_timeout"):
+        for name in (
+            "handshake_timeout",
+            "ping_interval",
+            "ping_timeout",
+            "close_timeout",
+        ):
             _positive_or_none(name, getattr(self, name))
         _positive_int("max_message_size", self.max_message_size, allow_none=True)
-        for name in ("max_queue", "write_limit", "max_connections", "workers", "backlog"):
+        for name in (
+            "max_queue",
+            "write_limit",
+            "max_connections",
+            "workers",
+            "backlog",
+        ):
             _positive_int(name, getattr(self, name))
         if not isinstance(self.reuse_port, bool):
             raise ValueError(f"reuse_port must be a bool, got {self.reuse_port!r}")
@@ -112,9 +123,7 @@ class Options:
             and not callable(self.origins)
             and not all(isinstance(o, str) for o in self.origins)
         ):
-            raise ValueError(
-                f"origins must be strings or a callable, got {self.origins!r}"
-            )
+            raise ValueError(f"origins must be strings or a callable, got {self.origins!r}")
         if self.handler_context is not None and not callable(self.handler_context):
             raise ValueError(
                 f"handler_context must be callable or None, got {self.handler_context!r}"

@@ -84,7 +84,7 @@ class Registry:
 default_registry = Registry()
 
 
-def Namespace(  # noqa: N802 - the seed's public name, used as a class decorator
+def Namespace(
     pattern: str | re.Pattern[str], *, registry: Registry | None = None
 ) -> Callable[[H], H]:
     """Register the decorated handler class for paths that fully match ``pattern``.
