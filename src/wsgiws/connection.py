@@ -130,7 +130,8 @@ class Connection:
         self._pong_timer: TimerHandle | None = None
         self._ping_payload = b""
         self.log = ConnectionLogger(
-            connection_logger, {"websocket": f"{self.id} {remote_addr[0]}:{remote_addr[1]}"}
+            connection_logger,
+            {"websocket": f"{self.id} {remote_addr[0]}:{remote_addr[1]}"},
         )
 
     # == loop thread ===============================================================
@@ -139,7 +140,9 @@ class Connection:
         """Begin serving: watch the socket and arm the handshake timer (loop thread)."""
         self._set_reading(True)
         if self.options.handshake_timeout is not None:
-            self._timer = self.loop.call_later(self.options.handshake_timeout, self._handshake_expired)
+            self._timer = self.loop.call_later(
+                self.options.handshake_timeout, self._handshake_expired
+            )
         if initial:
             self._received(initial)
 
@@ -357,10 +360,7 @@ class Connection:
             if timer is not None:
                 timer.cancel()
         self._timer = self._ping_timer = self._pong_timer = None
-        try:
-            self.sock.close()
-        except OSError:  # pragma: no cover - close() of a socket does not fail on POSIX
-            pass
+        self.sock.close()
         self._set_close(CloseReason.ABNORMAL_CLOSURE, "connection lost")
         self._finish()
         self.server._forget(self)
@@ -498,7 +498,9 @@ class Connection:
     def is_open(self) -> bool:
         """True while messages can be sent (also during ``on_connect``)."""
         state = self.proto.state
-        return (state is State.OPEN or (state is State.CONNECTING and self.chain is not None)) and not self._broken
+        return (
+            state is State.OPEN or (state is State.CONNECTING and self.chain is not None)
+        ) and not self._broken
 
     def send_message(self, message: str | bytes) -> None:
         """Encode and send a message (any thread)."""
@@ -563,7 +565,9 @@ class Connection:
                 "error in on_connect of %s", chain.handler.__qualname__, exc_info=True
             )
             self._refuse_threadsafe(
-                HTTPStatus.INTERNAL_SERVER_ERROR, "internal server error (see the server log)", None
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                "internal server error (see the server log)",
+                None,
             )
             return
         with self.lock:

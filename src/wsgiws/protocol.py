@@ -274,7 +274,8 @@ class ServerProtocol:
         elif event.method != b"GET":
             # Checked here: initiate_upgrade_connection() assumes GET.
             result = self._fail_handshake(
-                HTTPStatus.METHOD_NOT_ALLOWED, "a WebSocket handshake must use GET",
+                HTTPStatus.METHOD_NOT_ALLOWED,
+                "a WebSocket handshake must use GET",
                 [(b"Allow", b"GET")],
             )
         else:
@@ -311,9 +312,7 @@ class ServerProtocol:
             target=request.target,
             path=path,
             query_string=query,
-            headers=tuple(
-                (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in headers
-            ),
+            headers=tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in headers),
             subprotocols=tuple(request.subprotocols),
             extensions=tuple(str(e) for e in request.extensions),
         )
@@ -359,12 +358,12 @@ class ServerProtocol:
                 if self._ws.state is ConnectionState.OPEN:
                     # wsproto reports a frame it could not parse as a close event
                     # while staying OPEN: this is a protocol failure of the peer.
-                    events.append(self._fail(event.code, event.reason))
+                    events.append(self._fail(event.code, event.reason or ""))
                     return events
                 if self._ws.state is ConnectionState.REMOTE_CLOSING:
                     self._out += self._ws.send(event.response())
                 self.state = State.CLOSED
-                events.append(CloseReceived(event.code, event.reason))
+                events.append(CloseReceived(event.code, event.reason or ""))
                 return events
         return events
 
@@ -376,9 +375,7 @@ class ServerProtocol:
 
     # -- commands ------------------------------------------------------------------
 
-    def accept(
-        self, subprotocol: str | None = None, extra_headers: Headers = ()
-    ) -> list[Event]:
+    def accept(self, subprotocol: str | None = None, extra_headers: Headers = ()) -> list[Event]:
         """Accept the handshake (queue the 101); return events from bytes that were
         received after the request and are now parsed as frames."""
         if self.state is not State.CONNECTING or self.request is None:
@@ -392,9 +389,7 @@ class ServerProtocol:
             return self.receive_data(pending)
         return []
 
-    def reject(
-        self, status: int, reason: str = "", headers: Headers = ()
-    ) -> None:
+    def reject(self, status: int, reason: str = "", headers: Headers = ()) -> None:
         """Refuse the handshake with an HTTP error response (``reason`` as its body)."""
         if self.state is not State.CONNECTING:
             raise ProtocolError(f"cannot reject in state {self.state.name}")
