@@ -34,6 +34,7 @@ import functools
 import os
 import secrets
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
@@ -69,6 +70,10 @@ __all__ = ["Connection"]
 READ_SIZE = 256 * 1024
 #: Seconds to wait for the peer's EOF after our last bytes, when no close_timeout.
 LINGER_TIMEOUT = 5.0
+#: Bytes handed to one TLS write. A TLS write that must be retried is retried with
+#: the same leading bytes (OpenSSL's rule); the buffer only grows at its end, so a
+#: bounded chunk keeps every retry identical.
+TLS_WRITE_SIZE = 256 * 1024
 
 
 class Connection:
@@ -94,6 +99,11 @@ class Connection:
         self.id = secrets.token_hex(8)
         # Protocol state and the outgoing buffer, both guarded by lock.
         self.lock = threading.Lock()
+        # TLS: OpenSSL objects must not be used by two threads at once, so every
+        # write goes through the loop thread; the handshake runs there first.
+        self._tls = isinstance(sock, ssl.SSLSocket)
+        self._tls_handshaking = self._tls
+        self._tls_want_write = False
         self.proto = ServerProtocol(max_message_size=options.max_message_size)
         self.out = bytearray()
         # Set under lock when the loop has been asked to watch writability.
@@ -170,31 +180,61 @@ class Connection:
     def _watch(self) -> None:
         if self._transport_closed:
             return
-        wants_write = bool(self.out) and not self._transport_closed
+        wants_write = (bool(self.out) or self._tls_want_write) and not self._transport_closed
         self.loop.watch(
             self.sock,
             self._on_readable if self._reading else None,
             self._on_writable if wants_write else None,
         )
 
+    def _tls_handshake(self) -> None:
+        try:
+            self.sock.do_handshake()  # type: ignore[attr-defined]
+        except ssl.SSLWantReadError:
+            self._tls_want_write = False
+        except ssl.SSLWantWriteError:
+            self._tls_want_write = True
+        except (OSError, ValueError) as exc:
+            self.log.info("TLS handshake failed: %s", exc)
+            self._abort(CloseReason.ABNORMAL_CLOSURE, "TLS handshake failed")
+            return
+        else:
+            self._tls_handshaking = self._tls_want_write = False
+            self._watch()
+            if self.sock.pending():  # type: ignore[attr-defined]
+                self._on_readable()  # bytes already decrypted: no readiness will come
+            return
+        self._watch()
+
     def _on_readable(self) -> None:
+        if self._tls_handshaking:
+            self._tls_handshake()
+            return
+        while self._read_once() and self._tls and self._reading:
+            # TLS may hold decrypted bytes that the selector will never report.
+            if not self.sock.pending():  # type: ignore[attr-defined]
+                break
+
+    def _read_once(self) -> bool:
+        """Read and handle one chunk; return True if the connection may read on."""
         try:
             data = self.sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return False
         except OSError:
             self._abort(CloseReason.ABNORMAL_CLOSURE, "connection lost")
-            return
+            return False
         if self._lingering:
             if not data:
                 self._close_transport()
-            return  # input after our close is drained and discarded
+            return bool(data)  # input after our close is drained and discarded
         if not data:
             with self.lock:
                 events = self.proto.receive_eof()
             self._handle(events)
-            return
+            return False
         self._received(data)
+        return not self._transport_closed
 
     def _received(self, data: bytes) -> None:
         with self.lock:
@@ -293,11 +333,22 @@ class Connection:
             self._set_reading(True)
 
     def _on_writable(self) -> None:
+        if self._tls_handshaking:
+            self._tls_handshake()
+            return
         with self.lock:
             if self.out and not self._broken:
                 try:
-                    sent = self.sock.send(self.out)
-                except (BlockingIOError, InterruptedError):
+                    if self._tls:
+                        sent = self.sock.send(bytes(self.out[:TLS_WRITE_SIZE]))
+                    else:
+                        sent = self.sock.send(self.out)
+                except (
+                    BlockingIOError,
+                    InterruptedError,
+                    ssl.SSLWantWriteError,
+                    ssl.SSLWantReadError,
+                ):
                     sent = 0
                 except OSError:
                     self._broken = True
@@ -460,7 +511,7 @@ class Connection:
         """Write ``data`` now or buffer it (caller holds ``lock``; any thread)."""
         if not data or self._transport_closed or self._broken:
             return
-        if self.out:
+        if self.out or self._tls:
             self.out += data
         else:
             try:

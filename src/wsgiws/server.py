@@ -6,6 +6,7 @@ import atexit
 import contextlib
 import os
 import socket
+import ssl
 import threading
 import time
 import weakref
@@ -59,6 +60,10 @@ class Server:
             :class:`~wsgiws.WebSocketMiddleware`).
         registry: the routes to serve; the default registry (used by
             :func:`~wsgiws.Namespace`) when ``None``.
+        ssl_context: serve ``wss://``: an :class:`ssl.SSLContext` with the server's
+            certificate loaded (``ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)``
+            then ``load_cert_chain``). TLS handshakes run on the loop thread without
+            blocking and count against ``handshake_timeout``.
         **options: see :class:`~wsgiws.options.Options`; a wrong name raises
             :exc:`TypeError`, a wrong value :exc:`ValueError` naming the option.
 
@@ -74,8 +79,11 @@ class Server:
         host: str = "127.0.0.1",
         port: int | None = 8001,
         registry: Registry | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         **options: Any,
     ) -> None:
+        if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
+            raise TypeError(f"ssl_context must be an ssl.SSLContext, got {ssl_context!r}")
         if port is not None and (
             not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535
         ):
@@ -86,8 +94,10 @@ class Server:
         self.host = host
         self._port = port
         self._registry = registry
-        #: True when clients connect over TLS (same-port mode behind a TLS server).
-        self.secure = False
+        #: The TLS context for the listening sockets (``wss://``), or ``None``.
+        self.ssl_context = ssl_context
+        #: True when clients connect over TLS.
+        self.secure = ssl_context is not None
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._state = "new"
@@ -341,6 +351,16 @@ class Server:
                     logger.error("accept failed: %s", exc)
                     return
                 self._configure(sock)
+                if self.ssl_context is not None:
+                    try:
+                        # The TLS handshake itself runs on the loop, without blocking.
+                        sock = self.ssl_context.wrap_socket(
+                            sock, server_side=True, do_handshake_on_connect=False
+                        )
+                    except (OSError, ValueError) as exc:
+                        logger.info("TLS setup failed for %s: %s", addr[0], exc)
+                        sock.close()
+                        continue
                 connection = self._new_connection(sock, addr, None)
                 if connection is not None:
                     connection.start()
@@ -358,8 +378,10 @@ class Server:
     ) -> Connection | None:
         if self._state != "running" or len(self._sockets) >= self.options.max_connections:
             if self._state == "running":
-                logger.warning("refusing a connection: max_connections (%d) reached",
-                               self.options.max_connections)
+                logger.warning(
+                    "refusing a connection: max_connections (%d) reached",
+                    self.options.max_connections,
+                )
             sock.close()
             return None
         connection = Connection(self, sock, (str(addr[0]), int(addr[1])), environ=environ)
