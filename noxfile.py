@@ -27,19 +27,28 @@ DEBIAN_PACKAGES = {
 
 def ensure_debian_packages(session: nox.Session) -> None:
     """Install the system packages the tests use, where this machine allows it."""
-    missing = [pkg for tool, pkg in DEBIAN_PACKAGES.items() if not shutil.which(tool)
-               and not os.path.exists(f"/usr/sbin/{tool}")]
+    missing = [
+        pkg
+        for tool, pkg in DEBIAN_PACKAGES.items()
+        if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}")
+    ]
     if not missing:
         return
     if not (shutil.which("apt-get") and hasattr(os, "geteuid") and os.geteuid() == 0):
-        session.warn(f"not installing {', '.join(missing)} (needs root and apt-get); "
-                     "the tests that use them will be skipped")
+        session.warn(
+            f"not installing {', '.join(missing)} (needs root and apt-get); "
+            "the tests that use them will be skipped"
+        )
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     session.log(f"apt-get install {' '.join(missing)}")
     subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
-                   check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 @nox.session
@@ -49,8 +58,14 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[django,redis]", *nox.project.dependency_groups(PYPROJECT, "test"))
     session.run("coverage", "erase")
     session.run(
-        "python", "-bb", "-m", "coverage", "run", "-m", "pytest", *session.posargs,
-        env={"COVERAGE_PROCESS_START": "pyproject.toml"},
+        "python",
+        "-bb",
+        "-m",
+        "coverage",
+        "run",
+        "-m",
+        "pytest",
+        *session.posargs,
     )
     session.run("coverage", "combine", "--quiet", success_codes=[0, 1])
     session.run("coverage", "report", "--fail-under=85")
@@ -67,7 +82,12 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typing(session: nox.Session) -> None:
     """Type-check the package, the tests and this file with mypy --strict."""
-    session.install("-e", ".[django,redis]", *nox.project.dependency_groups(PYPROJECT, "typing"), "nox")
+    session.install(
+        "-e",
+        ".[django,redis]",
+        *nox.project.dependency_groups(PYPROJECT, "typing"),
+        "nox",
+    )
     session.run("mypy", "src", "tests", "noxfile.py")
 
 
