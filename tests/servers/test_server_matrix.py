@@ -1,0 +1,250 @@
+"""Same-port WebSockets under real WSGI servers, each run as a subprocess.
+
+The matrix (see ``procs.MATRIX``): wsgiref (alone and with a separate port too),
+werkzeug's dev server under Flask (hand-off, and ``handoff="park"``), gunicorn sync
+and gthread workers with several workers, with and without ``--preload``, gevent's
+pywsgi, Django's ``runserver`` with its autoreloader, and waitress (the fallback:
+501). All servers start at once, in parallel, for the whole module.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import http.client
+import socket
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Request, TextMessage
+
+from tests.helpers import TIMEOUT, frame
+from tests.servers.procs import MATRIX, ServerProcess, running
+
+HANDOFF = [name for name, spec in MATRIX.items() if spec.mode in ("handoff", "park")]
+GUNICORN = [name for name, spec in MATRIX.items() if spec.workers]
+
+#: The headers of a WebSocket upgrade request.
+UPGRADE_HEADERS = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
+}
+
+#: How long a WebSocket is held open: twice gunicorn's ``--timeout 5``.
+HOLD = 10.0
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ServerProcess]]:
+    """Every server of the matrix, started in parallel, stopped at the end."""
+    log_dir: Path = tmp_path_factory.mktemp("server-logs")
+    with running(list(MATRIX), log_dir) as started:
+        yield started
+
+
+def ws_connect(server: ServerProcess, path: str = "/ws/echo", port: int | None = None) -> ClientConnection:
+    """Open a WebSocket on the server's own port (or ``port``)."""
+    return connect(
+        f"ws://127.0.0.1:{port or server.port}{path}",
+        open_timeout=TIMEOUT,
+        close_timeout=TIMEOUT,
+    )
+
+
+def http_get(server: ServerProcess, path: str = "/") -> str:
+    """Fetch ``path`` over plain HTTP from the server's port."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}{path}", timeout=TIMEOUT) as r:
+        assert r.status == 200
+        return str(r.read().decode())
+
+
+def welcome_pid(ws: ClientConnection) -> int:
+    """Read the message on_connect sends before the 101; return its process id."""
+    message = ws.recv(timeout=TIMEOUT)
+    assert isinstance(message, str) and message.startswith("welcome "), message
+    return int(message.split()[1])
+
+
+@pytest.mark.parametrize("name", HANDOFF)
+def test_echo_text_and_binary_then_close_with_code(
+    servers: dict[str, ServerProcess], name: str
+) -> None:
+    """A WebSocket on the app's own port echoes text and binary and closes with its code."""
+    server = servers[name]
+    with ws_connect(server) as ws:
+        welcome_pid(ws)
+        ws.send("héllo")
+        assert ws.recv(timeout=TIMEOUT) == "héllo"
+        ws.send(b"\x00\xff" * 3)
+        assert ws.recv(timeout=TIMEOUT) == b"\x00\xff" * 3
+        big = bytes(range(256)) * 1024  # 256 KiB: several socket writes each way
+        ws.send(big)
+        assert ws.recv(timeout=TIMEOUT) == big
+        ws.close(4000, "done")
+    assert ws.close_code == 4000
+    assert ws.close_reason == "done"
+
+
+@pytest.mark.parametrize("name", HANDOFF)
+def test_server_side_close_code(servers: dict[str, ServerProcess], name: str) -> None:
+    """A close started by the handler reaches the client with the handler's code."""
+    with ws_connect(servers[name]) as ws:
+        welcome_pid(ws)
+        ws.send("close 4001")
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=TIMEOUT)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4001
+
+
+@pytest.mark.parametrize("name", HANDOFF)
+def test_http_keeps_working_while_websockets_are_open(
+    servers: dict[str, ServerProcess], name: str
+) -> None:
+    """Plain HTTP requests on the same port are answered while WebSockets are open."""
+    server = servers[name]
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(ws_connect(server)) for _ in range(3)]
+        for ws in sockets:
+            welcome_pid(ws)
+        for i in range(5):
+            assert http_get(server, f"/page{i}").startswith(f"http /page{i} pid ")
+        for i, ws in enumerate(sockets):
+            ws.send(f"still open {i}")
+            assert ws.recv(timeout=TIMEOUT) == f"still open {i}"
+
+
+@pytest.mark.parametrize("name", [n for n in HANDOFF if MATRIX[n].mode == "handoff"])
+def test_frame_sent_right_behind_the_request(servers: dict[str, ServerProcess], name: str) -> None:
+    """A frame the client sends in the same write as its request is not lost."""
+    server = servers[name]
+    client = WSConnection(ConnectionType.CLIENT)
+    data = client.send(Request(host=f"127.0.0.1:{server.port}", target="/ws/echo"))
+    data += frame(0x1, b"early bird")  # wsproto will not send before the 101
+    with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as sock:
+        sock.sendall(data)
+        events: list[object] = []
+        deadline = time.monotonic() + TIMEOUT
+        texts: list[str] = []
+        while len(texts) < 2 and time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed; events so far: {events}"
+            client.receive_data(chunk)
+            for event in client.events():
+                events.append(event)
+                if isinstance(event, TextMessage):
+                    texts.append(event.data)
+        assert isinstance(events[0], AcceptConnection)
+        assert texts[0].startswith("welcome ")
+        assert texts[1] == "early bird"
+
+
+@pytest.mark.parametrize("name", list(MATRIX))
+def test_upgrade_to_unknown_path_reaches_the_app(
+    servers: dict[str, ServerProcess], name: str
+) -> None:
+    """An upgrade request for a path with no namespace goes to the WSGI app untouched."""
+    # http.client rather than a WebSocket client: wsgiref answers in HTTP/1.0.
+    conn = http.client.HTTPConnection("127.0.0.1", servers[name].port, timeout=TIMEOUT)
+    try:
+        conn.request("GET", "/not-a-namespace", headers=UPGRADE_HEADERS)
+        response = conn.getresponse()
+        body = response.read()
+        if name.startswith("werkzeug"):
+            # Flask's own answer: its routing refuses upgrades to non-WebSocket routes.
+            assert response.status == 400 and b"Bad Request" in body
+        else:
+            assert response.status == 200
+            assert body.startswith(b"http /not-a-namespace pid ")
+    finally:
+        conn.close()
+
+
+def test_waitress_answers_501_naming_the_separate_port_mode(
+    servers: dict[str, ServerProcess],
+) -> None:
+    """waitress exposes no socket: the upgrade gets a 501 that says to pass port=."""
+    with pytest.raises(InvalidStatus) as info, ws_connect(servers["waitress"]):
+        pass  # pragma: no cover - the handshake fails
+    response = info.value.response
+    assert response.status_code == 501
+    body = bytes(response.body or b"").decode()
+    assert "waitress does not expose the client socket" in body
+    assert "port=" in body
+    assert http_get(servers["waitress"]).startswith("http / pid ")
+
+
+def test_same_port_and_separate_port_share_one_loop(servers: dict[str, ServerProcess]) -> None:
+    """With port= given, both ports serve WebSockets from one server and registry."""
+    server = servers["wsgiref+port"]
+    ws_port = int(server.log().split("listening on 127.0.0.1:")[1].split()[0])
+    assert ws_port != server.port
+    with ws_connect(server) as same, ws_connect(server, port=ws_port) as separate:
+        assert welcome_pid(same) == welcome_pid(separate) == server.proc.pid
+        for ws in (same, separate):
+            ws.send("connections")
+            assert ws.recv(timeout=TIMEOUT) == "connections 2"
+
+
+@pytest.mark.parametrize("name", GUNICORN)
+def test_every_gunicorn_worker_serves_websockets(
+    servers: dict[str, ServerProcess], name: str
+) -> None:
+    """Each gunicorn worker (never the master, also with --preload) serves WebSockets."""
+    server = servers[name]
+    workers = server.worker_pids()
+    seen: set[int] = set()
+
+    def one() -> int:
+        with ws_connect(server) as ws:
+            pid = welcome_pid(ws)
+            ws.send("pid")
+            reply = ws.recv(timeout=TIMEOUT)
+            assert isinstance(reply, str) and reply.startswith(f"pid {pid} wsgiws-worker")
+            return pid
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for _ in range(25):  # bounded: at most 100 connections
+            seen.update(pool.map(lambda _: one(), range(4)))
+            if seen >= workers:
+                break
+    assert server.proc.pid not in seen
+    assert seen == workers, f"WebSockets served by {sorted(seen)}, workers {sorted(workers)}"
+
+
+@pytest.mark.slow
+def test_websockets_outlive_the_request_timeout(servers: dict[str, ServerProcess]) -> None:
+    """WebSockets on every server stay open past gunicorn's --timeout 5 (held 10 s)."""
+    with contextlib.ExitStack() as stack:
+        sockets = {name: stack.enter_context(ws_connect(servers[name])) for name in HANDOFF}
+        for ws in sockets.values():
+            welcome_pid(ws)
+        time.sleep(HOLD)  # the duration under test, not a synchronisation
+        for name, ws in sockets.items():
+            ws.send(f"after {HOLD} s on {name}")
+            assert ws.recv(timeout=TIMEOUT) == f"after {HOLD} s on {name}", name
+            ws.close(4002)
+            assert ws.close_code == 4002, name
+        for name in HANDOFF:
+            assert servers[name].proc.poll() is None, name
+            assert "WORKER TIMEOUT" not in servers[name].log(), name
+
+
+@pytest.mark.parametrize("name", list(MATRIX))
+def test_server_log_has_no_error(servers: dict[str, ServerProcess], name: str) -> None:
+    """After all the above, the server's log holds no traceback or error line."""
+    server = servers[name]
+    errors = server.errors()
+    if MATRIX[name].mode == "refuse":
+        expected = "cannot serve a WebSocket on the WSGI server's port"
+        assert any(expected in line for line in errors), server.log()
+        errors = [line for line in errors if expected not in line]
+    assert errors == [], server.log()
+    assert "open" in server.log() or MATRIX[name].mode == "refuse"
