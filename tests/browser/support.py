@@ -31,17 +31,18 @@ def free_port() -> int:
 class Example:
     """A chat example running as a subprocess on a fixed loopback port."""
 
-    def __init__(self, script: Path, port: int) -> None:
+    def __init__(self, script: Path, port: int, *args: str) -> None:
         self.script = script
         self.port = port
+        self.args = args
         self.url = f"http://127.0.0.1:{port}/"
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
 
     def start(self) -> None:
-        """Start the example and wait until its page is served."""
+        """Start the example and wait until it answers HTTP on its port."""
         self.process = subprocess.Popen(
-            [sys.executable, "-u", str(self.script), "--port", str(self.port)],
+            [sys.executable, "-u", str(self.script), "--port", str(self.port), *self.args],
             cwd=ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -55,6 +56,8 @@ class Example:
                 with urllib.request.urlopen(self.url, timeout=5) as response:
                     if response.status == 200:
                         return
+            except urllib.error.HTTPError:
+                return  # it answers HTTP (a WebSocket-only server refuses plain GET)
             except (urllib.error.URLError, OSError):
                 pass
             if time.monotonic() > deadline:
