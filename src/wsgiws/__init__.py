@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 from .exceptions import ConnectionClosed, InvalidState, Reject, Skip, WSGIWSError
+from .groups import (
+    Group,
+    GroupBackend,
+    InMemoryBackend,
+    broadcast,
+    get_group_backend,
+    group,
+    send_to,
+    set_group_backend,
+)
 from .handlers import BaseMixin, BaseWSClass
 from .middleware import WebSocketMiddleware
 from .options import Options
@@ -16,6 +26,9 @@ __all__ = [
     "BaseMixin",
     "BaseWSClass",
     "ConnectionClosed",
+    "Group",
+    "GroupBackend",
+    "InMemoryBackend",
     "InvalidState",
     "Namespace",
     "Options",
@@ -27,5 +40,10 @@ __all__ = [
     "WebSocket",
     "WebSocketMiddleware",
     "__version__",
+    "broadcast",
     "default_registry",
+    "get_group_backend",
+    "group",
+    "send_to",
+    "set_group_backend",
 ]

@@ -12,6 +12,8 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 
 from wsproto.frame_protocol import CloseReason
 
+from . import groups as _groups
+
 if TYPE_CHECKING:
     from .connection import Connection
     from .protocol import HandshakeRequest
@@ -252,6 +254,28 @@ class WebSocket:
         """Start the closing handshake with ``code`` and ``reason``. Callable from any
         thread; closing a closed connection does nothing. ``on_close`` follows."""
         self._connection.close_threadsafe(code, reason)
+
+    # -- groups --------------------------------------------------------------------
+
+    def join(self, name: str) -> None:
+        """Join group ``name`` (see :func:`wsgiws.group`); joining twice does nothing.
+
+        Callable from any thread, also in ``on_connect``. The connection leaves all
+        its groups when it ends, after ``on_close`` has returned.
+
+        Raises:
+            ConnectionClosed: the connection's lifecycle is over.
+        """
+        _groups.hub.join(self._connection, name)
+
+    def leave(self, name: str) -> None:
+        """Leave group ``name``; leaving a group not joined does nothing."""
+        _groups.hub.leave(self._connection, name)
+
+    @property
+    def groups(self) -> frozenset[str]:
+        """The names of the groups this connection belongs to."""
+        return _groups.hub.groups_of(self._connection)
 
     def __repr__(self) -> str:
         return f"<WebSocket {self.id} {self.path}>"

@@ -1,0 +1,459 @@
+"""Named groups and broadcast, from any thread, across processes through a backend.
+
+Theory of operation
+-------------------
+
+Two layers:
+
+* The :class:`LocalHub` (one per process, :data:`hub`) knows the connections of this
+  process: every connection from the moment its handshake request is routed (so that
+  ``on_connect`` may join a group) until its ``on_close`` has returned, and which
+  groups each one joined. Delivering a message to local members encodes the frame
+  once with :func:`~wsgiws.protocol.encode_message` and queues the same bytes to each
+  member with :meth:`Connection.send_frame <wsgiws.connection.Connection.send_frame>`,
+  which never blocks: a member that does not read fills its own outgoing buffer up to
+  the ``write_limit`` option and is then closed with 1008, without delaying the
+  others. A member that is closed or closing is skipped.
+* A :class:`GroupBackend` carries messages to the *other* processes. The sender's
+  process always delivers to its own members directly, then hands the message to the
+  backend; a backend delivers what it receives from other processes through
+  :meth:`LocalHub.deliver` and never delivers a message back to the process that
+  sent it. Hence each member receives each message once, and local members keep
+  being served when the backend's broker is unreachable. The default
+  :class:`InMemoryBackend` has no other process to reach; the Redis backend lives in
+  :mod:`wsgiws.redis_groups`.
+
+The backend is process-wide (:func:`set_group_backend`): groups span every
+:class:`~wsgiws.Server` of the process, and a WSGI view with no server at hand can
+send to them.
+
+A connection leaves all its groups when its lifecycle ends, right **after** its
+``on_close`` handler returns, so ``on_close`` still sees :attr:`WebSocket.groups
+<wsgiws.WebSocket.groups>` and may tell the rest of a group that it left (messages to
+the closed member itself are skipped). A connection refused during the handshake
+leaves its groups when the refusal is final.
+
+After ``os.fork()`` the child starts with an empty hub: the connections belong to the
+parent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Union
+
+from .exceptions import ConnectionClosed
+from .protocol import encode_message
+
+if TYPE_CHECKING:
+    from .connection import Connection
+    from .server import Server
+    from .websocket import WebSocket
+
+__all__ = [
+    "Envelope",
+    "Group",
+    "GroupBackend",
+    "InMemoryBackend",
+    "LocalHub",
+    "broadcast",
+    "get_group_backend",
+    "group",
+    "hub",
+    "send_to",
+    "set_group_backend",
+]
+
+logger = logging.getLogger("wsgiws.groups")
+
+#: What ``exclude=`` accepts: a WebSocket, a connection id, or ``None``.
+Exclude = Union["WebSocket", str, None]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Envelope:
+    """A message and its addressees, as backends carry it between processes.
+
+    Attributes:
+        kind: ``"group"`` (the members of group ``target``), ``"all"`` (every
+            connection; ``target`` is empty) or ``"one"`` (the connection whose id is
+            ``target``).
+        target: the group name or the connection id.
+        message: ``str`` for a text message, ``bytes`` for a binary one.
+        exclude: the id of a connection not to deliver to, or ``None``.
+    """
+
+    kind: Literal["group", "all", "one"]
+    target: str
+    message: str | bytes
+    exclude: str | None = None
+
+
+class GroupBackend(Protocol):
+    """Carries group messages between processes (see the module docstring).
+
+    :func:`set_group_backend` calls :meth:`start` once, then :meth:`publish` is
+    called for every message sent in this process (from any thread, after local
+    delivery), and :meth:`close` when the backend is replaced or at exit.
+    """
+
+    def start(self, hub: LocalHub) -> None:
+        """Begin receiving messages from other processes and deliver them to ``hub``."""
+
+    def publish(self, envelope: Envelope) -> None:
+        """Carry ``envelope`` to every other process. Must not block for long."""
+
+    def close(self) -> None:
+        """Stop; messages not yet carried may be lost (and should be logged)."""
+
+
+class InMemoryBackend:
+    """The default backend: one process, nothing to carry anywhere else."""
+
+    def start(self, hub: LocalHub) -> None:
+        """Nothing to receive: no other process is reachable."""
+
+    def publish(self, envelope: Envelope) -> None:
+        """Nothing to do: local members were already served."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __repr__(self) -> str:
+        return "InMemoryBackend()"
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"group name must be a str, got {type(name).__name__}")
+    if not name:
+        raise ValueError("group name must not be empty")
+    return name
+
+
+def _exclude_id(exclude: Exclude) -> str | None:
+    if exclude is None or isinstance(exclude, str):
+        return exclude
+    return exclude.id
+
+
+def _frozen_message(message: str | bytes) -> str | bytes:
+    # A bytearray or memoryview may change after send() returns: keep a copy
+    # (bytes() of a bytes object is that object, no copy).
+    if isinstance(message, str):
+        return message
+    return bytes(message)
+
+
+class LocalHub:
+    """The connections of this process and the groups they joined (thread-safe).
+
+    Every method may be called from any thread. Backends use :meth:`deliver`; the
+    rest is used by :class:`~wsgiws.WebSocket`, :class:`Group` and the connection.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._connections: dict[str, Connection] = {}
+        self._groups: dict[str, dict[str, Connection]] = {}
+        self._member_of: dict[str, set[str]] = {}
+        # Cached member tuples, so that sending to a big group does not copy it.
+        self._snapshots: dict[str, tuple[Connection, ...]] = {}
+        self._all: tuple[Connection, ...] | None = None
+
+    # -- registration (the connection calls these) ---------------------------------
+
+    def register(self, connection: Connection) -> None:
+        """Make ``connection`` reachable by id and by broadcast."""
+        with self._lock:
+            self._connections[connection.id] = connection
+            self._member_of.setdefault(connection.id, set())
+            self._all = None
+
+    def unregister(self, connection: Connection) -> None:
+        """Forget ``connection`` and remove it from every group it joined."""
+        with self._lock:
+            if self._connections.pop(connection.id, None) is None:
+                return
+            self._all = None
+            for name in self._member_of.pop(connection.id, ()):
+                members = self._groups.get(name)
+                if members is None:
+                    continue
+                members.pop(connection.id, None)
+                self._snapshots.pop(name, None)
+                if not members:
+                    del self._groups[name]
+
+    # -- membership ----------------------------------------------------------------
+
+    def join(self, connection: Connection, name: str) -> None:
+        """Add ``connection`` to group ``name`` (no-op if it is a member already).
+
+        Raises:
+            ConnectionClosed: the connection's lifecycle is over.
+        """
+        _check_name(name)
+        with self._lock:
+            if self._connections.get(connection.id) is not connection:
+                raise ConnectionClosed(connection.close_code, connection.close_reason)
+            names = self._member_of[connection.id]
+            if name in names:
+                return
+            names.add(name)
+            self._groups.setdefault(name, {})[connection.id] = connection
+            self._snapshots.pop(name, None)
+
+    def leave(self, connection: Connection, name: str) -> None:
+        """Remove ``connection`` from group ``name`` (no-op if it is not a member)."""
+        _check_name(name)
+        with self._lock:
+            names = self._member_of.get(connection.id)
+            if names is None or name not in names:
+                return
+            names.discard(name)
+            members = self._groups[name]
+            members.pop(connection.id, None)
+            self._snapshots.pop(name, None)
+            if not members:
+                del self._groups[name]
+
+    def groups_of(self, connection: Connection) -> frozenset[str]:
+        """The names of the groups ``connection`` belongs to."""
+        with self._lock:
+            return frozenset(self._member_of.get(connection.id, ()))
+
+    def group_names(self) -> frozenset[str]:
+        """The names of the groups with at least one member in this process."""
+        with self._lock:
+            return frozenset(self._groups)
+
+    def find(self, connection_id: str) -> Connection | None:
+        """The connection of this process with id ``connection_id``, if any."""
+        with self._lock:
+            return self._connections.get(connection_id)
+
+    def _group_snapshot(self, name: str) -> tuple[Connection, ...]:
+        with self._lock:
+            snapshot = self._snapshots.get(name)
+            if snapshot is None:
+                members = self._groups.get(name)
+                if not members:
+                    return ()
+                snapshot = self._snapshots[name] = tuple(members.values())
+            return snapshot
+
+    def _all_snapshot(self) -> tuple[Connection, ...]:
+        with self._lock:
+            if self._all is None:
+                self._all = tuple(self._connections.values())
+            return self._all
+
+    def members(self, name: str) -> list[WebSocket]:
+        """The open members of group ``name`` in this process, in joining order."""
+        return [
+            c.websocket
+            for c in self._group_snapshot(name)
+            if c.websocket is not None and c.is_open()
+        ]
+
+    def connections(self, server: Server | None = None) -> tuple[Connection, ...]:
+        """The connections of this process (of ``server`` only, if given)."""
+        everything = self._all_snapshot()
+        if server is None:
+            return everything
+        return tuple(c for c in everything if c.server is server)
+
+    # -- delivery ------------------------------------------------------------------
+
+    def deliver(self, envelope: Envelope, frame: bytes | None = None) -> int:
+        """Queue ``envelope``'s message to its addressees in this process.
+
+        The frame is encoded once (or ``frame`` is used as is) and the same bytes go
+        to every addressee. Returns the number of connections it was queued to.
+        Called by backends for messages from other processes, from any thread.
+        """
+        if frame is None:
+            frame = encode_message(envelope.message)
+        if envelope.kind == "group":
+            targets = self._group_snapshot(envelope.target)
+        elif envelope.kind == "all":
+            targets = self._all_snapshot()
+        else:
+            connection = self.find(envelope.target)
+            targets = (connection,) if connection is not None else ()
+        return send_frame_to(targets, frame, envelope.exclude)
+
+    def _reset_after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._connections = {}
+        self._groups = {}
+        self._member_of = {}
+        self._snapshots = {}
+        self._all = None
+
+
+def send_frame_to(
+    connections: tuple[Connection, ...] | list[Connection],
+    frame: bytes,
+    exclude: str | None = None,
+) -> int:
+    """Queue the encoded ``frame`` to each connection; skip closed ones and ``exclude``.
+
+    Returns the number of connections the frame was queued to.
+    """
+    sent = 0
+    for connection in connections:
+        if connection.id == exclude:
+            continue
+        try:
+            connection.send_frame(frame)
+        except ConnectionClosed:
+            continue
+        sent += 1
+    return sent
+
+
+#: The hub of this process.
+hub = LocalHub()
+
+_backend_lock = threading.Lock()
+_backend: GroupBackend = InMemoryBackend()
+
+
+def set_group_backend(backend: GroupBackend) -> None:
+    """Select the backend that carries group messages to other processes.
+
+    Process-wide: it serves every server of the process and every caller of
+    :func:`group`, :func:`broadcast` and :func:`send_to`. Call it once at start-up
+    (in each worker, or before the fork with gunicorn ``--preload``: backends restart
+    their threads in forked children). The previous backend is closed.
+    """
+    global _backend
+    for name in ("start", "publish", "close"):
+        if not callable(getattr(backend, name, None)):
+            raise TypeError(f"backend must implement GroupBackend (no {name}()): {backend!r}")
+    with _backend_lock:
+        old = _backend
+        if backend is old:
+            return
+        backend.start(hub)
+        _backend = backend
+    old.close()
+    logger.info("group backend: %r", backend)
+
+
+def get_group_backend() -> GroupBackend:
+    """The backend in use (an :class:`InMemoryBackend` unless one was set)."""
+    return _backend
+
+
+def _send(envelope: Envelope) -> None:
+    frame = encode_message(envelope.message)  # TypeError here, before any delivery
+    envelope = dataclasses.replace(envelope, message=_frozen_message(envelope.message))
+    hub.deliver(envelope, frame)
+    _backend.publish(envelope)
+
+
+class Group:
+    """A named group of connections, wherever they are connected.
+
+    Get one with :func:`wsgiws.group`; it is a lightweight handle, created on each
+    call, and the group exists as long as it has members. Every method may be
+    called from any thread: a handler, a WSGI view, a timer.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        #: The group's name.
+        self.name = _check_name(name)
+
+    def send(self, message: str | bytes, *, exclude: Exclude = None) -> None:
+        """Send a text (``str``) or binary (``bytes``) message to every member.
+
+        Members connected to this process get it at once; members of other
+        processes get it through the backend. Never blocks on a slow member.
+
+        Args:
+            message: the message.
+            exclude: a member (its :class:`~wsgiws.WebSocket` or its id) not to send
+                it to, typically the sender.
+
+        Raises:
+            TypeError: ``message`` is neither ``str`` nor bytes-like.
+        """
+        _send(Envelope("group", self.name, message, _exclude_id(exclude)))
+
+    def send_json(self, obj: Any, *, exclude: Exclude = None, **dumps_kwargs: Any) -> None:
+        """Send ``obj`` serialised with :func:`json.dumps` as a text message."""
+        dumps_kwargs.setdefault("separators", (",", ":"))
+        self.send(json.dumps(obj, **dumps_kwargs), exclude=exclude)
+
+    @property
+    def members(self) -> list[WebSocket]:
+        """The open members connected to *this* process, in joining order."""
+        return hub.members(self.name)
+
+    def __len__(self) -> int:
+        """The number of open members connected to *this* process."""
+        return len(hub.members(self.name))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Group) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(("wsgiws.Group", self.name))
+
+    def __repr__(self) -> str:
+        return f"<Group {self.name!r}>"
+
+
+def group(name: str) -> Group:
+    """The group called ``name``: ``wsgiws.group("room-1").send("hello")``."""
+    return Group(name)
+
+
+def broadcast(message: str | bytes) -> None:
+    """Send a message to every connection of every server, in every process.
+
+    Connections of this process get it at once; those of other processes through
+    the backend. :meth:`Server.broadcast <wsgiws.Server.broadcast>` reaches one
+    server's connections only.
+    """
+    _send(Envelope("all", "", message))
+
+
+def send_to(connection_id: str, message: str | bytes) -> bool:
+    """Send a message to the connection whose :attr:`WebSocket.id` is ``connection_id``.
+
+    If the connection belongs to this process the message is queued to it directly;
+    otherwise the backend carries it to the process that has it (nothing happens if
+    none has it).
+
+    Returns:
+        True if the connection is in this process and the message was queued;
+        False otherwise (it was handed to the backend, or the connection is closed).
+    """
+    if not isinstance(connection_id, str):
+        raise TypeError(f"connection_id must be a str, got {type(connection_id).__name__}")
+    frame = encode_message(message)
+    connection = hub.find(connection_id)
+    if connection is not None:
+        return send_frame_to((connection,), frame) == 1
+    _backend.publish(Envelope("one", connection_id, _frozen_message(message)))
+    return False
+
+
+def _after_fork_in_child() -> None:
+    hub._reset_after_fork()
+    global _backend_lock
+    _backend_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
