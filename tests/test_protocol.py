@@ -5,6 +5,8 @@ Frames the client must not send are built by hand with :func:`tests.helpers.fram
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
@@ -19,6 +21,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.extensions import PerMessageDeflate
 
 from wsgiws.protocol import (
     CloseReceived,
@@ -26,6 +29,7 @@ from wsgiws.protocol import (
     HandshakeRequest,
     MessageReceived,
     PongReceived,
+    PreparedMessage,
     ServerProtocol,
     State,
     encode_frame,
@@ -455,3 +459,71 @@ def test_cannot_send_when_not_open() -> None:
         server.send_message("x")
     with pytest.raises(TypeError, match="str or bytes"):
         open_pair()[0].send_message(1)  # type: ignore[arg-type]
+
+
+# -- permessage-deflate (RFC 7692) ---------------------------------------------------
+
+
+def open_deflate_pair(max_message_size: int | None = 10_000) -> tuple[ServerProtocol, WSConnection]:
+    server = ServerProtocol(max_message_size=max_message_size)
+    client = WSConnection(ConnectionType.CLIENT)
+    offer = PerMessageDeflate(client_max_window_bits=15)
+    [request] = server.receive_data(client.send(Request(host="h", target="/", extensions=[offer])))
+    assert isinstance(request, HandshakeRequest)
+    server.accept(compression=True)
+    [accepted] = client_events(client, server.data_to_send())
+    assert isinstance(accepted, AcceptConnection)
+    assert [e.name for e in accepted.extensions] == ["permessage-deflate"]
+    return server, client
+
+
+def test_deflate_negotiated_both_ways() -> None:
+    """Compressed messages round-trip; the server declares no context takeover."""
+    server, client = open_deflate_pair()
+    assert server.deflate_bits == 15
+    text = "compress me " * 100
+    assert server.receive_data(client.send(TextMessage(data=text))) == [MessageReceived(text)]
+    server.send_message(text)
+    wire = server.data_to_send()
+    assert wire[0] & 0x40  # RSV1: compressed
+    assert len(wire) < len(text) // 4
+    [echoed] = client_events(client, wire)
+    assert isinstance(echoed, TextMessage) and echoed.data == text
+    server.send_message("tiny")  # under the threshold: sent plain
+    assert not server.data_to_send()[0] & 0x40
+
+
+def test_deflate_not_negotiated_without_offer_or_option() -> None:
+    """No offer, or compression off: frames stay uncompressed, RSV1 is refused."""
+    server, client = open_pair()
+    assert server.deflate_bits is None
+    assert failure(server, client, frame(TEXT, b"x", rsv=4))[0] == 1002
+
+
+def test_deflate_bomb_fails_with_1009_before_inflating() -> None:
+    """A small frame that inflates past max_message_size closes with 1009."""
+    server, client = open_deflate_pair(max_message_size=10_000)
+    bomb = zlib.compressobj(9, zlib.DEFLATED, -15)
+    payload = bomb.compress(b"\0" * 50_000_000) + bomb.flush(zlib.Z_SYNC_FLUSH)
+    assert len(payload) < 60_000
+    code, failed = failure(server, client, frame(BINARY, payload[:-4], rsv=4))
+    assert code == 1009
+    assert "max_message_size of 10000" in failed.reason
+
+
+def test_corrupt_deflate_data_fails_with_1007() -> None:
+    """Compressed data that does not inflate closes with 1007."""
+    server, client = open_deflate_pair()
+    assert failure(server, client, frame(BINARY, b"\xff\xff\xff\xff", rsv=4))[0] == 1007
+
+
+def test_prepared_message_encodes_each_variant_once() -> None:
+    """A broadcast message is encoded once per compression setting and decodes right."""
+    prepared = PreparedMessage("hello " * 50)
+    plain = prepared.frame(None)
+    assert prepared.frame(None) is plain
+    compressed = prepared.frame(15)
+    assert prepared.frame(15) is compressed and compressed != plain
+    _, client = open_deflate_pair()
+    [message] = client_events(client, compressed)
+    assert isinstance(message, TextMessage) and message.data == "hello " * 50

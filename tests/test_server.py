@@ -744,3 +744,19 @@ def test_backpressure_stops_reading_from_flooding_client(
         # One read of READ_SIZE bytes may complete a few messages beyond max_queue.
         assert queued_max <= 4 + 256 * 1024 // 60_000 + 1
         release.set()
+
+
+def test_permessage_deflate_with_websockets_client(
+    registry: wsgiws.Registry, rec: Recorder
+) -> None:
+    """The websockets client negotiates permessage-deflate; compression=None turns it off."""
+    echo(registry, rec)
+    text = "the same words again " * 2000
+    with serve(registry) as server, connect(url(server, "/echo")) as ws:
+        assert [e.name for e in ws.protocol.extensions] == ["permessage-deflate"]
+        ws.send(text)
+        assert ws.recv(TIMEOUT) == text
+    with serve(registry, compression=None) as server, connect(url(server, "/echo")) as ws:
+        assert ws.protocol.extensions == []
+        ws.send(text)
+        assert ws.recv(TIMEOUT) == text

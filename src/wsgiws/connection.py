@@ -52,6 +52,7 @@ from .protocol import (
     HandshakeRequest,
     MessageReceived,
     PongReceived,
+    PreparedMessage,
     ServerProtocol,
     State,
     encode_message,
@@ -555,7 +556,15 @@ class Connection:
 
     def send_message(self, message: str | bytes) -> None:
         """Encode and send a message (any thread)."""
-        self.send_frame(encode_message(message))
+        self.send_frame(encode_message(message, self.proto.deflate_bits))
+
+    def send_prepared(self, message: PreparedMessage) -> None:
+        """Send a message encoded once for many connections (any thread).
+
+        Raises:
+            ConnectionClosed: the connection is not open.
+        """
+        self.send_frame(message.frame(self.proto.deflate_bits))
 
     def send_frame(self, frame: bytes) -> None:
         """Send an encoded frame (any thread); broadcasts pass the same bytes to all.
@@ -632,7 +641,9 @@ class Connection:
                     subprotocol,
                 )
                 subprotocol = websocket.subprotocol = None
-            events = self.proto.accept(subprotocol)
+            events = self.proto.accept(
+                subprotocol, compression=self.options.compression == "deflate"
+            )
             self.accepted = True
             self._write_locked(self.proto.data_to_send())
             for frame in self._early:

@@ -63,6 +63,10 @@ class Options:
     #: Subprotocols the server speaks, in order of preference; the first one the
     #: client offers is selected. Empty: none is selected.
     subprotocols: tuple[str, ...] = ()
+    #: ``"deflate"`` negotiates permessage-deflate (RFC 7692) when the client offers
+    #: it — every browser does; ``None`` never compresses. Inflation is bounded by
+    #: ``max_message_size``. Default on, as in the websockets library.
+    compression: str | None = "deflate"
     #: Allowed values of the ``Origin`` header; ``None`` allows every origin. With a
     #: list, a request without the header is allowed only if ``""`` is listed (see
     #: :meth:`origin_allowed`). A refused origin gets HTTP 403. A callable
@@ -114,6 +118,8 @@ class Options:
             _positive_int(name, getattr(self, name))
         if not isinstance(self.reuse_port, bool):
             raise ValueError(f"reuse_port must be a bool, got {self.reuse_port!r}")
+        if self.compression not in ("deflate", None):
+            raise ValueError(f"compression must be 'deflate' or None, got {self.compression!r}")
         if self.on_fork not in ("restart", "stop"):
             raise ValueError(f"on_fork must be 'restart' or 'stop', got {self.on_fork!r}")
         if not all(isinstance(p, str) and p for p in self.subprotocols):

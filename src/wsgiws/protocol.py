@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import struct
+import zlib
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
 from typing import Final
@@ -41,7 +42,8 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
-from wsproto.frame_protocol import CloseReason, Opcode
+from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode
 from wsproto.utilities import ProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "HandshakeRequest",
     "MessageReceived",
     "PongReceived",
+    "PreparedMessage",
     "ServerProtocol",
     "State",
     "encode_frame",
@@ -62,6 +65,10 @@ Headers = Sequence[tuple[bytes, bytes]]
 MAX_REQUEST_SIZE: Final = 16 * 1024
 #: RFC 6455 §5.5: control frames carry at most 125 bytes of payload.
 MAX_CONTROL_PAYLOAD: Final = 125
+#: Messages shorter than this are sent uncompressed even with permessage-deflate:
+#: below it deflate rarely saves bytes and always costs CPU (RFC 7692 §6 lets a
+#: sender leave any message uncompressed).
+COMPRESSION_THRESHOLD: Final = 128
 
 
 class State(enum.Enum):
@@ -148,14 +155,15 @@ class Failed:
 Event = HandshakeRequest | MessageReceived | PongReceived | CloseReceived | Failed
 
 
-def encode_frame(opcode: Opcode, payload: bytes) -> bytes:
+def encode_frame(opcode: Opcode, payload: bytes, *, compressed: bool = False) -> bytes:
     """Encode one unmasked, final frame (a server frame, RFC 6455 §5.2).
 
     Server frames are not masked, so the same bytes can be written to every member
     of a broadcast; this is why data frames are encoded here rather than by wsproto.
+    ``compressed`` sets RSV1, the permessage-deflate bit (RFC 7692 §6).
     """
     n = len(payload)
-    first = 0x80 | opcode
+    first = 0x80 | (0x40 if compressed else 0) | opcode
     if n < 126:
         return struct.pack("!BB", first, n) + payload
     if n < 65536:
@@ -163,13 +171,117 @@ def encode_frame(opcode: Opcode, payload: bytes) -> bytes:
     return struct.pack("!BBQ", first, 127, n) + payload
 
 
-def encode_message(data: str | bytes) -> bytes:
-    """Encode a complete text (``str``) or binary (bytes-like) message as one frame."""
+def _opcode_and_payload(data: str | bytes) -> tuple[Opcode, bytes]:
     if isinstance(data, str):
-        return encode_frame(Opcode.TEXT, data.encode())
+        return Opcode.TEXT, data.encode()
     if isinstance(data, (bytes, bytearray, memoryview)):
-        return encode_frame(Opcode.BINARY, bytes(data))
+        return Opcode.BINARY, bytes(data)
     raise TypeError(f"message must be str or bytes, not {type(data).__name__}")
+
+
+def deflate(payload: bytes, window_bits: int) -> bytes:
+    """Compress one message without context takeover (RFC 7692 §7.2.1)."""
+    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -window_bits)
+    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return data[:-4]  # the empty block's 00 00 ff ff tail is implied
+
+
+def encode_message(data: str | bytes, deflate_bits: int | None = None) -> bytes:
+    """Encode a complete text (``str``) or binary (bytes-like) message as one frame.
+
+    With ``deflate_bits`` (the negotiated server window size) a message of at least
+    :data:`COMPRESSION_THRESHOLD` bytes is compressed.
+    """
+    opcode, payload = _opcode_and_payload(data)
+    if deflate_bits is not None and len(payload) >= COMPRESSION_THRESHOLD:
+        return encode_frame(opcode, deflate(payload, deflate_bits), compressed=True)
+    return encode_frame(opcode, payload)
+
+
+class PreparedMessage:
+    """A message encoded once for many connections (broadcasts).
+
+    :meth:`frame` returns the frame for a connection's compression setting, computing
+    each variant at most once: plain, and compressed per window size. Connections
+    with permessage-deflate always use ``server_no_context_takeover``, so one
+    compressed frame suits them all. Safe to share between threads (a race computes
+    the same bytes twice, harmlessly).
+    """
+
+    __slots__ = ("_frames", "_opcode", "_payload")
+
+    def __init__(self, data: str | bytes) -> None:
+        self._opcode, self._payload = _opcode_and_payload(data)
+        self._frames: dict[int | None, bytes] = {}
+
+    def frame(self, deflate_bits: int | None = None) -> bytes:
+        """Return the frame for a connection whose negotiated window is ``deflate_bits``."""
+        if deflate_bits is not None and len(self._payload) < COMPRESSION_THRESHOLD:
+            deflate_bits = None
+        frame = self._frames.get(deflate_bits)
+        if frame is None:
+            if deflate_bits is None:
+                frame = encode_frame(self._opcode, self._payload)
+            else:
+                compressed = deflate(self._payload, deflate_bits)
+                frame = encode_frame(self._opcode, compressed, compressed=True)
+            self._frames[deflate_bits] = frame
+        return frame
+
+
+class BoundedDeflate(PerMessageDeflate):
+    """permessage-deflate whose inflation is bounded by ``max_message_size``.
+
+    wsproto inflates without limit, so a small compressed frame could expand to
+    gigabytes before any size check ran. Here each message may inflate to at most
+    ``max_message_size`` bytes; past that the connection fails with 1009. The server
+    always asks for ``server_no_context_takeover``, which lets a broadcast compress
+    a message once for every member (:class:`PreparedMessage`).
+    """
+
+    def __init__(self, max_message_size: int | None) -> None:
+        super().__init__(server_no_context_takeover=True)
+        self.max_message_size = max_message_size
+        # Bytes inflated so far for the current message.
+        self._inflated = 0
+
+    def _inflate(self, data: bytes) -> bytes | CloseReason:
+        assert self._decompressor is not None
+        try:
+            if self.max_message_size is None:
+                out = self._decompressor.decompress(data)
+            else:
+                left = self.max_message_size - self._inflated
+                out = self._decompressor.decompress(data, left + 1)
+                if len(out) > left:
+                    return CloseReason.MESSAGE_TOO_BIG
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        self._inflated += len(out)
+        return out
+
+    def frame_inbound_payload_data(
+        self, proto: FrameDecoder | FrameProtocol, data: bytes
+    ) -> bytes | CloseReason:
+        if not self._inbound_compressed or not self._inbound_is_compressible:
+            return data
+        return self._inflate(bytes(data))
+
+    def frame_inbound_complete(
+        self, proto: FrameDecoder | FrameProtocol, fin: bool
+    ) -> bytes | CloseReason | None:
+        if not fin:
+            return None
+        compressed = self._inbound_compressed and self._inbound_is_compressible
+        self._inbound_compressed = None
+        if not compressed:
+            self._inflated = 0
+            return None
+        out = self._inflate(b"\x00\x00\xff\xff")
+        self._inflated = 0
+        if self.client_no_context_takeover:
+            self._decompressor = None
+        return out
 
 
 def _utf8_len(text: str) -> int:
@@ -193,6 +305,8 @@ class ServerProtocol:
     ) -> None:
         self.max_message_size = max_message_size
         self.max_request_size = max_request_size
+        #: The negotiated server window size when permessage-deflate is on, else None.
+        self.deflate_bits: int | None = None
         # Bytes fed during the handshake, to bound the request head.
         self._seen = 0
         self.state = State.CONNECTING
@@ -358,7 +472,13 @@ class ServerProtocol:
                 if self._ws.state is ConnectionState.OPEN:
                     # wsproto reports a frame it could not parse as a close event
                     # while staying OPEN: this is a protocol failure of the peer.
-                    events.append(self._fail(event.code, event.reason or ""))
+                    reason = event.reason or ""
+                    if event.code == CloseReason.MESSAGE_TOO_BIG:
+                        reason = (
+                            "message inflates beyond max_message_size of "
+                            f"{self.max_message_size} bytes"
+                        )
+                    events.append(self._fail(event.code, reason))
                     return events
                 if self._ws.state is ConnectionState.REMOTE_CLOSING:
                     self._out += self._ws.send(event.response())
@@ -375,14 +495,35 @@ class ServerProtocol:
 
     # -- commands ------------------------------------------------------------------
 
-    def accept(self, subprotocol: str | None = None, extra_headers: Headers = ()) -> list[Event]:
+    def accept(
+        self,
+        subprotocol: str | None = None,
+        extra_headers: Headers = (),
+        *,
+        compression: bool = False,
+    ) -> list[Event]:
         """Accept the handshake (queue the 101); return events from bytes that were
-        received after the request and are now parsed as frames."""
+        received after the request and are now parsed as frames.
+
+        With ``compression``, permessage-deflate is negotiated if the client offers it.
+        """
         if self.state is not State.CONNECTING or self.request is None:
             raise ProtocolError(f"cannot accept in state {self.state.name}")
+        extensions: list[BoundedDeflate] = []
+        if compression and any(
+            offer.split(";")[0].strip() == PerMessageDeflate.name
+            for offer in self.request.extensions
+        ):
+            extensions.append(BoundedDeflate(self.max_message_size))
         self._out += self._ws.send(
-            AcceptConnection(subprotocol=subprotocol, extra_headers=list(extra_headers))
+            AcceptConnection(
+                subprotocol=subprotocol,
+                extra_headers=list(extra_headers),
+                extensions=extensions,  # type: ignore[arg-type]
+            )
         )
+        if extensions and extensions[0].enabled():
+            self.deflate_bits = extensions[0].server_max_window_bits
         self.state = State.OPEN
         pending, self._pending = self._pending, b""
         if pending:
@@ -412,7 +553,7 @@ class ServerProtocol:
 
     def send_message(self, data: str | bytes) -> None:
         """Queue a complete message (``str`` as text, ``bytes`` as binary)."""
-        self.send_encoded(encode_message(data))
+        self.send_encoded(encode_message(data, self.deflate_bits))
 
     def send_encoded(self, frame: bytes) -> None:
         """Queue a frame encoded by :func:`encode_frame` (broadcasts encode once)."""
