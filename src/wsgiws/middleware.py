@@ -156,9 +156,7 @@ class WebSocketMiddleware:
         """The separate WebSocket port (the bound one with ``port=0``), or ``None``."""
         return self.server.port
 
-    def __call__(
-        self, environ: WSGIEnvironment, start_response: StartResponse
-    ) -> Iterable[bytes]:
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if self.handoff == "off" or not is_websocket_upgrade(environ):
             return self.app(environ, start_response)
         target = request_target(environ)
@@ -208,9 +206,7 @@ class WebSocketMiddleware:
             "port (separate-port mode)"
         )
         logger.warning("cannot serve a WebSocket on the WSGI server's port: %s", why)
-        body = (
-            f"WebSocket upgrade not supported on this port: {why}; {where}\n"
-        ).encode()
+        body = (f"WebSocket upgrade not supported on this port: {why}; {where}\n").encode()
         status = HTTPStatus.NOT_IMPLEMENTED
         start_response(
             f"{status.value} {status.phrase}",

@@ -112,7 +112,8 @@ def nginx(
     with (tmp / "stderr.log").open("wb") as err:
         proc = subprocess.Popen(
             [NGINX, "-e", str(tmp / "error.log"), "-p", str(tmp), "-c", str(conf)],
-            stdout=err, stderr=subprocess.STDOUT,
+            stdout=err,
+            stderr=subprocess.STDOUT,
         )
     try:
         deadline = time.monotonic() + 3 * TIMEOUT
@@ -120,9 +121,11 @@ def nginx(
             while True:
                 assert proc.poll() is None, (tmp / "error.log").read_text()
                 assert time.monotonic() < deadline, "nginx did not answer in time"
-                with contextlib.suppress(OSError, urllib.error.URLError):
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2):
-                        break
+                with (
+                    contextlib.suppress(OSError, urllib.error.URLError),
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2),
+                ):
+                    break
                 time.sleep(0.05)
         yield ports
     finally:
@@ -133,7 +136,8 @@ def nginx(
             proc.kill()
             proc.wait(timeout=TIMEOUT)
         errors = [
-            line for line in (tmp / "error.log").read_text().splitlines()
+            line
+            for line in (tmp / "error.log").read_text().splitlines()
             if any(level in line for level in ("[error]", "[crit]", "[alert]", "[emerg]"))
         ]
         assert errors == [], errors

@@ -72,9 +72,7 @@ MATRIX: dict[str, Spec] = {
     "wsgiref": Spec("handoff", _in_process("wsgiref")),
     "wsgiref+port": Spec("handoff", _in_process("wsgiref"), env=(("WSGIWS_TEST_WS_PORT", "0"),)),
     "werkzeug": Spec("handoff", _in_process("werkzeug")),
-    "werkzeug-park": Spec(
-        "park", _in_process("werkzeug"), env=(("WSGIWS_TEST_HANDOFF", "park"),)
-    ),
+    "werkzeug-park": Spec("park", _in_process("werkzeug"), env=(("WSGIWS_TEST_HANDOFF", "park"),)),
     "gunicorn-sync": Spec("handoff", _gunicorn("sync", 3), workers=3),
     "gunicorn-gthread": Spec("handoff", _gunicorn("gthread", 2, "--threads", "4"), workers=2),
     "gunicorn-sync-preload": Spec(
@@ -124,7 +122,11 @@ class ServerProcess:
         # A session of its own, so that stop() reaches the children too (gunicorn's
         # workers, Django's autoreloaded server process).
         self.proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -152,7 +154,7 @@ class ServerProcess:
     def _answers(self) -> bool:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=2) as r:
-                return r.status == 200
+                return bool(r.status == 200)
         except (OSError, urllib.error.URLError):
             return False
 
@@ -172,8 +174,7 @@ class ServerProcess:
     def errors(self) -> list[str]:
         """Lines of the log that look like errors."""
         return [
-            line for line in self.log().splitlines()
-            if any(p.search(line) for p in ERROR_PATTERNS)
+            line for line in self.log().splitlines() if any(p.search(line) for p in ERROR_PATTERNS)
         ]
 
     def stop(self) -> None:

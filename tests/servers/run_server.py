@@ -55,7 +55,7 @@ def _serve_waitress() -> None:
     from tests.servers.matrix_app import application
 
     server = create_server(application, host="127.0.0.1", port=0)
-    _print_port(server.effective_port)  # type: ignore[union-attr]
+    _print_port(server.effective_port)
     server.run()
 
 

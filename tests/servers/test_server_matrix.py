@@ -50,7 +50,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Serv
         yield started
 
 
-def ws_connect(server: ServerProcess, path: str = "/ws/echo", port: int | None = None) -> ClientConnection:
+def ws_connect(
+    server: ServerProcess, path: str = "/ws/echo", port: int | None = None
+) -> ClientConnection:
     """Open a WebSocket on the server's own port (or ``port``)."""
     return connect(
         f"ws://127.0.0.1:{port or server.port}{path}",

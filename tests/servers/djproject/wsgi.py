@@ -6,6 +6,6 @@ import os
 
 os.environ["WSGIWS_TEST_APP"] = "django"
 
-from tests.servers.matrix_app import application  # noqa: E402
+from tests.servers.matrix_app import application
 
 __all__ = ["application"]
