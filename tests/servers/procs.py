@@ -117,6 +117,10 @@ class ServerProcess:
         self.port = 0
         argv = [arg.format(port=free_port()) for arg in spec.argv]
         env = {**os.environ, **dict(spec.env), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        #: A directory of this server's own (Django's settings put a watched module there).
+        self.dir = log_dir / name
+        self.dir.mkdir()
+        env["WSGIWS_TEST_DIR"] = str(self.dir)
         env.pop("WERKZEUG_RUN_MAIN", None)
         self._log = self.log_path.open("wb")
         # A session of its own, so that stop() reaches the children too (gunicorn's

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Request, TextMessage
@@ -219,6 +219,44 @@ def test_every_gunicorn_worker_serves_websockets(
                 break
     assert server.proc.pid not in seen
     assert seen == workers, f"WebSockets served by {sorted(seen)}, workers {sorted(workers)}"
+
+
+@pytest.mark.parametrize("name", ["wsgiref", "gunicorn-sync"])
+def test_more_websockets_than_server_threads(servers: dict[str, ServerProcess], name: str) -> None:
+    """Single-threaded servers hold 20 WebSockets open at once and still answer HTTP."""
+    server = servers[name]
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(ws_connect(server)) for _ in range(20)]
+        for ws in sockets:
+            welcome_pid(ws)
+        assert http_get(server, "/busy").startswith("http /busy pid ")
+        for i, ws in enumerate(sockets):
+            ws.send(f"n{i}")
+        for i, ws in enumerate(sockets):
+            assert ws.recv(timeout=TIMEOUT) == f"n{i}"
+
+
+@pytest.mark.slow
+def test_django_autoreload_restarts_the_loop(servers: dict[str, ServerProcess]) -> None:
+    """When Django's autoreloader restarts the server, clients get 1001 and the new
+    process serves WebSockets on the same port."""
+    server = servers["django"]
+    with ws_connect(server) as ws:
+        old_pid = welcome_pid(ws)
+        (server.dir / "reload_marker.py").write_text("VERSION = 1\n")
+        with pytest.raises(ConnectionClosed) as info:
+            ws.recv(timeout=3 * TIMEOUT)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1001
+    deadline = time.monotonic() + 3 * TIMEOUT
+    while True:
+        with contextlib.suppress(OSError, InvalidHandshake), ws_connect(server) as ws:
+            new_pid = welcome_pid(ws)
+            ws.send("after reload")
+            assert ws.recv(timeout=TIMEOUT) == "after reload"
+            break
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.1)
+    assert new_pid != old_pid
 
 
 @pytest.mark.slow
