@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -24,4 +25,4 @@ if _watched_dir:
     if not _marker.exists():
         _marker.write_text("VERSION = 0\n")
     sys.path.insert(0, _watched_dir)
-    import reload_marker  # noqa: F401
+    importlib.import_module("reload_marker")
