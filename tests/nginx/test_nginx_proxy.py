@@ -1,8 +1,9 @@
 """A real nginx in front of the app: same-port and separate-port modes.
 
-The configurations are the ones the deployment guide shows (``docs/deployment.rst``):
-``proxy_http_version 1.1`` plus the ``Upgrade`` and ``Connection`` headers, which
-nginx does not pass on by itself (they are hop-by-hop).
+nginx runs the configurations of the deployment guide (``docs/deployment.rst``),
+read from the guide itself, with loopback ports substituted: ``proxy_http_version
+1.1`` plus the ``Upgrade`` and ``Connection`` headers, which nginx does not pass on
+by itself (they are hop-by-hop).
 """
 
 from __future__ import annotations
@@ -28,16 +29,10 @@ pytestmark = pytest.mark.nginx
 
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 
-#: What every WebSocket location needs (the guide's snippet).
-UPGRADE = """
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection $connection_upgrade;
-      proxy_set_header Host $host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_read_timeout 1h;
-"""
+#: The deployment guide, whose nginx configurations this module runs.
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "deployment.rst"
 
+#: The frame around the guide's snippets: paths in a temporary directory, foreground.
 CONFIG = """
 daemon off;
 master_process off;
@@ -51,29 +46,42 @@ http {{
   fastcgi_temp_path {tmp}/fastcgi;
   uwsgi_temp_path {tmp}/uwsgi;
   scgi_temp_path {tmp}/scgi;
-  map $http_upgrade $connection_upgrade {{
-    default upgrade;
-    ''      close;
-  }}
-  # Same-port mode: one upstream serves HTTP and WebSockets.
-  server {{
-    listen 127.0.0.1:{same_listen};
-    location / {{
-      proxy_pass http://127.0.0.1:{same_port};{upgrade}
-    }}
-  }}
-  # Separate-port mode: WebSocket paths go to the middleware's own port.
-  server {{
-    listen 127.0.0.1:{separate_listen};
-    location /ws/ {{
-      proxy_pass http://127.0.0.1:{ws_port};{upgrade}
-    }}
-    location / {{
-      proxy_pass http://127.0.0.1:{http_port};
-    }}
-  }}
+{snippets}
 }}
 """
+
+
+def guide_snippets() -> dict[str, str]:
+    """The guide's ``code-block:: nginx`` blocks, by caption."""
+    snippets: dict[str, str] = {}
+    lines = GUIDE.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.strip() != ".. code-block:: nginx":
+            continue
+        caption = lines[i + 1].strip().removeprefix(":caption:").strip()
+        body = []
+        for text in lines[i + 2 :]:
+            if text and not text.startswith("    "):
+                break
+            body.append(text)
+        snippets[caption] = "\n".join(body)
+    return snippets
+
+
+def nginx_config(tmp: Path, ports: dict[str, int], backends: dict[str, ServerProcess]) -> str:
+    """The guide's configurations with loopback ports for the listeners and upstreams."""
+    snippets = guide_snippets()
+    same = snippets["same-port mode"]
+    same = same.replace("listen 80;", f"listen 127.0.0.1:{ports['same']};")
+    same = same.replace("127.0.0.1:8000", f"127.0.0.1:{backends['gunicorn-gthread'].port}")
+    separate = snippets["separate-port mode"]
+    separate = separate.replace("listen 80;", f"listen 127.0.0.1:{ports['separate']};")
+    separate = separate.replace(
+        "127.0.0.1:8001", f"127.0.0.1:{ws_port_of(backends['wsgiref+port'])}"
+    )
+    separate = separate.replace("127.0.0.1:8000", f"127.0.0.1:{backends['wsgiref+port'].port}")
+    parts = [snippets["http level: the Connection header to send upstream"], same, separate]
+    return CONFIG.format(tmp=tmp, snippets="\n".join(parts))
 
 
 @pytest.fixture(scope="module")
@@ -98,17 +106,7 @@ def nginx(
     tmp: Path = tmp_path_factory.mktemp("nginx")
     ports = {"same": free_port(), "separate": free_port()}
     conf = tmp / "nginx.conf"
-    conf.write_text(
-        CONFIG.format(
-            tmp=tmp,
-            upgrade=UPGRADE,
-            same_listen=ports["same"],
-            same_port=backends["gunicorn-gthread"].port,
-            separate_listen=ports["separate"],
-            ws_port=ws_port_of(backends["wsgiref+port"]),
-            http_port=backends["wsgiref+port"].port,
-        )
-    )
+    conf.write_text(nginx_config(tmp, ports, backends))
     with (tmp / "stderr.log").open("wb") as err:
         proc = subprocess.Popen(
             [NGINX, "-e", str(tmp / "error.log"), "-p", str(tmp), "-c", str(conf)],
