@@ -72,6 +72,8 @@ logger = logging.getLogger("wsgiws.groups")
 
 #: What ``exclude=`` accepts: a WebSocket, a connection id, or ``None``.
 Exclude = Union["WebSocket", str, None]
+#: A message: ``str`` is sent as text, any bytes-like object as binary.
+Message = str | bytes | bytearray | memoryview
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -141,12 +143,14 @@ def _exclude_id(exclude: Exclude) -> str | None:
     return exclude.id
 
 
-def _frozen_message(message: str | bytes) -> str | bytes:
+def _frozen_message(message: Message) -> str | bytes:
     # A bytearray or memoryview may change after send() returns: keep a copy
     # (bytes() of a bytes object is that object, no copy).
     if isinstance(message, str):
         return message
-    return bytes(message)
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return bytes(message)
+    raise TypeError(f"message must be str or bytes, not {type(message).__name__}")
 
 
 class LocalHub:
@@ -352,9 +356,10 @@ def get_group_backend() -> GroupBackend:
     return _backend
 
 
-def _send(envelope: Envelope) -> None:
-    frame = encode_message(envelope.message)  # TypeError here, before any delivery
-    envelope = dataclasses.replace(envelope, message=_frozen_message(envelope.message))
+def _send(kind: Literal["group", "all"], target: str, message: Message, exclude: Exclude) -> None:
+    frozen = _frozen_message(message)
+    frame = encode_message(frozen)  # TypeError here, before any delivery
+    envelope = Envelope(kind, target, frozen, _exclude_id(exclude))
     hub.deliver(envelope, frame)
     _backend.publish(envelope)
 
@@ -373,7 +378,7 @@ class Group:
         #: The group's name.
         self.name = _check_name(name)
 
-    def send(self, message: str | bytes, *, exclude: Exclude = None) -> None:
+    def send(self, message: Message, *, exclude: Exclude = None) -> None:
         """Send a text (``str``) or binary (``bytes``) message to every member.
 
         Members connected to this process get it at once; members of other
@@ -387,7 +392,7 @@ class Group:
         Raises:
             TypeError: ``message`` is neither ``str`` nor bytes-like.
         """
-        _send(Envelope("group", self.name, message, _exclude_id(exclude)))
+        _send("group", self.name, message, exclude)
 
     def send_json(self, obj: Any, *, exclude: Exclude = None, **dumps_kwargs: Any) -> None:
         """Send ``obj`` serialised with :func:`json.dumps` as a text message."""
@@ -418,17 +423,17 @@ def group(name: str) -> Group:
     return Group(name)
 
 
-def broadcast(message: str | bytes) -> None:
+def broadcast(message: Message) -> None:
     """Send a message to every connection of every server, in every process.
 
     Connections of this process get it at once; those of other processes through
     the backend. :meth:`Server.broadcast <wsgiws.Server.broadcast>` reaches one
     server's connections only.
     """
-    _send(Envelope("all", "", message))
+    _send("all", "", message, None)
 
 
-def send_to(connection_id: str, message: str | bytes) -> bool:
+def send_to(connection_id: str, message: Message) -> bool:
     """Send a message to the connection whose :attr:`WebSocket.id` is ``connection_id``.
 
     If the connection belongs to this process the message is queued to it directly;
@@ -441,11 +446,12 @@ def send_to(connection_id: str, message: str | bytes) -> bool:
     """
     if not isinstance(connection_id, str):
         raise TypeError(f"connection_id must be a str, got {type(connection_id).__name__}")
-    frame = encode_message(message)
+    frozen = _frozen_message(message)
+    frame = encode_message(frozen)
     connection = hub.find(connection_id)
     if connection is not None:
         return send_frame_to((connection,), frame) == 1
-    _backend.publish(Envelope("one", connection_id, _frozen_message(message)))
+    _backend.publish(Envelope("one", connection_id, frozen))
     return False
 
 

@@ -252,6 +252,8 @@ class RedisBackend:
         self._unlogged = 0
         self._last_loss_log = -LOSS_LOG_INTERVAL
         self._seq = 0
+        self._in_flight = 0
+        self._publish_client: Any = None
         self._seen: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._publisher: threading.Thread | None = None
         self._subscriber: threading.Thread | None = None
@@ -281,6 +283,14 @@ class RedisBackend:
         this before announcing that members of this process are reachable.
         """
         return self._ready.wait(timeout)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every message queued so far was handed to Redis (or lost).
+
+        Returns False if ``timeout`` seconds passed first. ``close()`` flushes too.
+        """
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._pending and not self._in_flight, timeout)
 
     def start(self, hub: LocalHub) -> None:
         """Start the subscriber and publisher threads (:func:`~wsgiws.set_group_backend`)."""
@@ -505,8 +515,6 @@ class RedisBackend:
             hub.deliver(received.envelope, received.frame)
 
     def _publish_loop(self) -> None:
-        errors: tuple[type[BaseException], ...] = (self._redis.RedisError, OSError)
-        client: Any = None
         while True:
             with self._cond:
                 while not self._pending and not self._stopping:
@@ -515,28 +523,39 @@ class RedisBackend:
                     break  # stopping, and everything was published
                 batch = [self._pending.popleft() for _ in range(min(BATCH, len(self._pending)))]
                 state = self._state
-            if state == "down":
-                with self._cond:
-                    self._lose_locked(len(batch), "Redis is unreachable")
-                continue
+                self._in_flight = len(batch)
             try:
-                if client is None:
-                    client = self._client()
-                pipe = client.pipeline(transaction=False)
-                for envelope in batch:
-                    self._seq += 1
-                    pipe.publish(self.channel, pack(self._origin, self._seq, envelope))
-                pipe.execute()
-            except errors as exc:
+                self._publish_batch(batch, state)
+            finally:
                 with self._cond:
-                    self._lose_locked(len(batch), f"publishing failed: {type(exc).__name__}: {exc}")
-            except Exception:  # pragma: no cover - a bug: log it, keep the thread alive
-                logger.error("unexpected error in the Redis publisher", exc_info=True)
-                with self._cond:
-                    self._lose_locked(len(batch), "unexpected error")
-        if client is not None:
+                    self._in_flight = 0
+                    self._cond.notify_all()
+        if self._publish_client is not None:
             with contextlib.suppress(Exception):
-                client.close()
+                self._publish_client.close()
+
+    def _publish_batch(self, batch: list[Envelope], state: State) -> None:
+        errors: tuple[type[BaseException], ...] = (self._redis.RedisError, OSError)
+        if state == "down":
+            with self._cond:
+                self._lose_locked(len(batch), "Redis is unreachable")
+            return
+        try:
+            client = self._publish_client
+            if client is None:
+                client = self._publish_client = self._client()
+            pipe = client.pipeline(transaction=False)
+            for envelope in batch:
+                self._seq += 1
+                pipe.publish(self.channel, pack(self._origin, self._seq, envelope))
+            pipe.execute()
+        except errors as exc:
+            with self._cond:
+                self._lose_locked(len(batch), f"publishing failed: {type(exc).__name__}: {exc}")
+        except Exception:  # pragma: no cover - a bug: log it, keep the thread alive
+            logger.error("unexpected error in the Redis publisher", exc_info=True)
+            with self._cond:
+                self._lose_locked(len(batch), "unexpected error")
 
     # -- fork ----------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ WebSocket endpoints: ``/room/<name>`` joins group ``<name>`` in ``on_connect`` a
 first sends ``{"hello": <pid>, "id": <connection id>}``; ``/ctl`` takes JSON commands
 (``send``, ``broadcast``, ``send_to``, ``status``, ``flood``, ``members``) and
 answers each with one JSON message. HTTP views (also for gunicorn, see
-``gunicorn_app``): ``/send?group=G&text=T``, ``/broadcast?text=T``, ``/status``.
+``gunicorn_app``): ``/send?group=G&text=T``, ``/broadcast?text=T`` (add ``&flush=1`` to answer
+once the message is in Redis), ``/status``.
 
 Logging goes to stderr at INFO, so tests can read what the backend reported.
 """
@@ -117,7 +118,7 @@ def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iter
     """Plain WSGI views that send to groups, with no connection at hand."""
     path = environ.get("PATH_INFO", "")
     query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
-    body: Any
+    body: dict[str, Any]
     if path == "/send":
         wsgiws.group(query["group"]).send(query["text"])
         body = {"ok": "send", "pid": os.getpid()}
@@ -129,6 +130,10 @@ def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iter
     else:
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found"]
+    if "flush" in query:  # answer once the message is in Redis: orders it for the test
+        backend = wsgiws.get_group_backend()
+        assert isinstance(backend, RedisBackend)
+        body["flushed"] = backend.flush(30)
     data = json.dumps(body).encode()
     start_response(
         "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
