@@ -1,0 +1,3 @@
+"""``python manage.py runwebsockets``."""
+
+from __future__ import annotations

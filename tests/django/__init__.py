@@ -1,0 +1,1 @@
+"""Tests of the Django adapter, against the minimal project in this directory."""

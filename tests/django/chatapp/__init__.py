@@ -1,0 +1,1 @@
+"""A test app: handlers in ``sockets.py`` (autodiscovered) and in ``models.py``."""
