@@ -95,7 +95,17 @@ def typing(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """Run the chat demo on http://127.0.0.1:8000 (Ctrl-C to stop)."""
     session.install("-e", ".")
-    session.run("python", "examples/echo_server.py", *session.posargs)
+    session.log("Chat demo: open http://127.0.0.1:8000 in your browser (Ctrl-C to stop)")
+    args = session.posargs or ["--host", "127.0.0.1", "--port", "8000"]
+    session.run("python", "examples/wsgiref_chat/app.py", *args)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation with Sphinx, warnings as errors, into docs/_build/html."""
+    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "docs"))
+    build = ["sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"]
+    session.run(*build, *session.posargs)
 
 
 @nox.session
