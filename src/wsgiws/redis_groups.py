@@ -390,7 +390,6 @@ class RedisBackend:
             self._state = "up"
             lost, self._lost_in_outage = self._lost_in_outage, 0
             self._cond.notify_all()
-        self._ready.set()
         if before == "down":
             outage = time.monotonic() - self._down_since
             logger.warning(
@@ -403,6 +402,7 @@ class RedisBackend:
             )
         else:
             logger.info("subscribed to %s on %s", self.channel, _safe_url(self.url))
+        self._ready.set()  # after the log line, which tests and operators wait for
 
     def _went_down(self, exc: BaseException) -> None:
         self._ready.clear()

@@ -8,6 +8,7 @@
   no WebSocket server at all; its views send to groups. Prints ``PORT <http port>``.
 * ``send``: sends one text message to a group and exits (the backend publishes it
   before the process ends).
+* ``fork``: forks; the child, then the parent, send one message each and exit.
 
 WebSocket endpoints: ``/room/<name>`` joins group ``<name>`` in ``on_connect`` and
 first sends ``{"hello": <pid>, "id": <connection id>}``; ``/ctl`` takes JSON commands
@@ -158,6 +159,21 @@ def use_redis(url: str) -> RedisBackend:
     return backend
 
 
+def fork_and_send(backend: RedisBackend, group: str, text: str) -> None:
+    """Fork; the child and then the parent send ``text`` (tagged) through the backend."""
+    parent_origin = backend.origin
+    pid = os.fork()
+    if pid == 0:
+        ok = backend.wait_ready(30) and backend.origin != parent_origin
+        wsgiws.group(group).send(f"{text} from the child")
+        backend.close()
+        os._exit(0 if ok and not backend.lost_messages else 1)
+    _, status = os.waitpid(pid, 0)
+    wsgiws.group(group).send(f"{text} from the parent")
+    backend.close()
+    print(f"CHILD {os.waitstatus_to_exitcode(status)}", flush=True)
+
+
 def wait_for_signal() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -168,7 +184,7 @@ def wait_for_signal() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("mode", choices=("serve", "wsgi", "send"))
+    parser.add_argument("mode", choices=("serve", "wsgi", "send", "fork"))
     parser.add_argument("--redis", required=True)
     parser.add_argument("--write-limit", type=int, default=None)
     parser.add_argument("--group", default="")
@@ -180,6 +196,9 @@ def main() -> None:
         wsgiws.group(args.group).send(args.text)
         backend.close()
         sys.exit(1 if backend.lost_messages else 0)
+    if args.mode == "fork":
+        fork_and_send(backend, args.group, args.text)
+        return
     if args.mode == "wsgi":
         from wsgiref.simple_server import WSGIRequestHandler, make_server
 
