@@ -130,3 +130,26 @@ def test_callback_exception_is_logged_and_loop_survives(
     loop.call_soon_threadsafe(fail)
     on_loop(loop, lambda: None)
     assert any("unexpected internal error" in r.getMessage() for r in caplog.records)
+
+
+def test_wake_ups_are_never_lost_under_contention(loop: SelectorLoop) -> None:
+    """Callbacks queued from other threads while the loop is idle all run promptly.
+
+    Each round has several threads queue a callback at once while the loop sleeps in
+    select(); a wake-up lost to a race would leave a round unfinished.
+    """
+    for _ in range(300):
+        barrier = threading.Barrier(4)
+        done = threading.Semaphore(0)
+
+        def queue_one() -> None:
+            barrier.wait(TIMEOUT)
+            loop.call_soon_threadsafe(done.release)
+
+        threads = [threading.Thread(target=queue_one) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for _ in range(4):
+            assert done.acquire(timeout=TIMEOUT), "a callback waited for an unrelated wake-up"
+        for t in threads:
+            t.join()

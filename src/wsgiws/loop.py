@@ -243,14 +243,16 @@ class SelectorLoop:
             logger.error("unexpected internal error in %s loop", self.name, exc_info=True)
 
     def _drain_waker(self) -> None:
-        # Clear the flag before reading, so that a call racing with this drain
-        # writes a fresh byte rather than being lost.
-        self._wake_pending = False
-        try:
+        # Clear the flag only after draining. Cleared before, a thread could set it
+        # and write its byte in between, the drain would swallow that byte, and the
+        # flag would stay set with no byte pending: every later call_soon_threadsafe
+        # would skip its wake-up and wait for unrelated I/O. Cleared after, a thread
+        # that saw the flag set had already queued its callback, and this pass runs it
+        # (the ready queue is read after this drain).
+        with contextlib.suppress(BlockingIOError):
             while self._wake_r.recv(4096):
                 pass
-        except BlockingIOError:
-            pass
+        self._wake_pending = False
 
     def _compact_timers(self) -> None:
         for entry in self._timers:
