@@ -136,7 +136,8 @@ class Process:
         script: Path = MANAGE,
         cwd: Path = ROOT,
     ) -> None:
-        full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        inherited = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+        full_env = {**inherited, **env, "PYTHONUNBUFFERED": "1"}
         full_env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p
         )

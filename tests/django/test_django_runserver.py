@@ -96,6 +96,15 @@ def test_runserver_autoreload(django_project: Path, processes: list[Process], mo
 
     first = connect_pid(url)
     assert first != server.proc.pid  # the reloader's child serves, not the parent
+    # Django middleware on the handshake: a real environ from runserver (same-port
+    # mode) or one built from the request (separate port).
+    user = create_user("erin")
+    with connect(
+        f"ws://127.0.0.1:{ws_port}/django/whoami",
+        additional_headers={"Cookie": session_cookie(user.username)},
+        open_timeout=TIMEOUT,
+    ) as ws:
+        assert json.loads(ws.recv(timeout=TIMEOUT))["user"] == user.username
     with connect(url, open_timeout=TIMEOUT) as old:
         assert int(old.recv(timeout=TIMEOUT)) == first
         touch_until_reload(server)

@@ -1,0 +1,1 @@
+"""The chat app: rooms where each message shows its sender's username."""

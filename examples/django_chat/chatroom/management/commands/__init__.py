@@ -1,0 +1,3 @@
+"""Management commands of the chat example."""
+
+from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The Django chat example's project package."""
