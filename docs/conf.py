@@ -34,4 +34,9 @@ html_title = f"wsgiws {release}"
 html_theme_options = {
     "description": "Real-time WebSockets for any WSGI app, no asyncio",
     "fixed_sidebar": True,
+    "page_width": "1180px",
+    "sidebar_width": "240px",
+    "font_family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif",
+    "head_font_family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif",
+    "code_font_size": "0.85em",
 }
