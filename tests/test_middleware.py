@@ -7,6 +7,7 @@ on a thread of the test process, so that they can watch the WSGI call itself.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import socketserver
 import ssl
@@ -19,7 +20,7 @@ import pytest
 from websockets.sync.client import connect
 
 import wsgiws
-from tests.helpers import TIMEOUT
+from tests.helpers import TIMEOUT, wait_for
 from wsgiws import handoff
 from wsgiws.middleware import is_websocket_upgrade, request_headers, request_target
 
@@ -264,3 +265,31 @@ def test_take_over_redirects_the_servers_descriptor() -> None:
             taken.sock.sendall(b"to client")
             assert client_side.recv(100) == b"to client"
         reader.close()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc (Linux)")
+def test_no_descriptor_is_leaked(registry: wsgiws.Registry) -> None:
+    """After 30 WebSockets opened and closed, the process holds no extra descriptor."""
+
+    @registry.namespace(r"/ws")
+    class Echo(wsgiws.BaseWSClass):
+        @classmethod
+        def on_message(cls, websocket: wsgiws.WebSocket, message: str | bytes) -> None:
+            websocket.send(message)
+
+    def count() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    with (
+        wsgiws.WebSocketMiddleware(http_app, registry=registry) as middleware,
+        wsgiref_serving(middleware) as port,
+    ):
+        with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=TIMEOUT):
+            pass  # warm up: the first connection creates the worker threads
+        wait_for(lambda: middleware.server.connections == 0)
+        before = count()
+        for i in range(30):
+            with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=TIMEOUT) as ws:
+                ws.send(f"m{i}")
+                assert ws.recv(timeout=TIMEOUT) == f"m{i}"
+        wait_for(lambda: middleware.server.connections == 0 and count() <= before)
