@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -45,6 +46,8 @@ class Spec:
     workers: int = 0
     #: Whether the app is loaded in gunicorn's master before forking.
     preload: bool = False
+    #: Whether the server terminates TLS itself (a certificate is made for it).
+    tls: bool = False
 
 
 def _gunicorn(worker: str, workers: int, *extra: str) -> tuple[str, ...]:
@@ -91,11 +94,12 @@ MATRIX: dict[str, Spec] = {
         env=(("DJANGO_SETTINGS_MODULE", "tests.servers.djproject.settings"),),
     ),
     "waitress": Spec("refuse", _in_process("waitress")),
+    "gunicorn-tls": Spec("refuse", _gunicorn("sync", 1), workers=1, tls=True),
 }
 
 _PORT_LINES = [
     re.compile(r"^SERVING (\d+)$", re.MULTILINE),
-    re.compile(r"Listening at: http://127\.0\.0\.1:(\d+)"),
+    re.compile(r"Listening at: https?://127\.0\.0\.1:(\d+)"),
     re.compile(r"Starting development server at http://127\.0\.0\.1:(\d+)/"),
 ]
 
@@ -121,6 +125,10 @@ class ServerProcess:
         self.dir = log_dir / name
         self.dir.mkdir()
         env["WSGIWS_TEST_DIR"] = str(self.dir)
+        #: For a TLS server: a client context trusting its certificate.
+        self.ssl_context: ssl.SSLContext | None = None
+        if spec.tls:
+            argv[-1:-1] = self._make_certificate()
         env.pop("WERKZEUG_RUN_MAIN", None)
         self._log = self.log_path.open("wb")
         # A session of its own, so that stop() reaches the children too (gunicorn's
@@ -133,6 +141,28 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def _make_certificate(self) -> list[str]:
+        import trustme
+
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1")
+        cert_file, key_file = self.dir / "cert.pem", self.dir / "key.pem"
+        cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+        cert.private_key_pem.write_to_path(str(key_file))
+        self.ssl_context = ssl.create_default_context()
+        ca.configure_trust(self.ssl_context)
+        return ["--certfile", str(cert_file), "--keyfile", str(key_file)]
+
+    @property
+    def scheme(self) -> str:
+        """``https`` for a TLS server, else ``http``."""
+        return "https" if self.spec.tls else "http"
+
+    def url(self, path: str = "/", *, websocket: bool = False) -> str:
+        """The URL of ``path`` on the server's own port."""
+        scheme = ("wss" if self.spec.tls else "ws") if websocket else self.scheme
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
 
     def log(self) -> str:
         """The server's output so far."""
@@ -157,7 +187,7 @@ class ServerProcess:
 
     def _answers(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=2) as r:
+            with urllib.request.urlopen(self.url(), timeout=2, context=self.ssl_context) as r:
                 return bool(r.status == 200)
         except (OSError, urllib.error.URLError):
             return False

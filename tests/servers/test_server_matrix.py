@@ -3,8 +3,9 @@
 The matrix (see ``procs.MATRIX``): wsgiref (alone and with a separate port too),
 werkzeug's dev server under Flask (hand-off, and ``handoff="park"``), gunicorn sync
 and gthread workers with several workers, with and without ``--preload``, gevent's
-pywsgi, Django's ``runserver`` with its autoreloader, and waitress (the fallback:
-501). All servers start at once, in parallel, for the whole module.
+pywsgi, Django's ``runserver`` with its autoreloader, and the fallbacks (a 501 naming
+the separate-port mode): waitress, and gunicorn terminating TLS itself. All servers
+start at once, in parallel, for the whole module.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from tests.helpers import TIMEOUT, frame
 from tests.servers.procs import MATRIX, ServerProcess, running
 
 HANDOFF = [name for name, spec in MATRIX.items() if spec.mode in ("handoff", "park")]
-GUNICORN = [name for name, spec in MATRIX.items() if spec.workers]
+GUNICORN = [name for name, spec in MATRIX.items() if spec.workers and spec.mode != "refuse"]
 
 #: The headers of a WebSocket upgrade request.
 UPGRADE_HEADERS = {
@@ -54,16 +55,19 @@ def ws_connect(
     server: ServerProcess, path: str = "/ws/echo", port: int | None = None
 ) -> ClientConnection:
     """Open a WebSocket on the server's own port (or ``port``)."""
+    if port is not None:
+        return connect(f"ws://127.0.0.1:{port}{path}", open_timeout=TIMEOUT, close_timeout=TIMEOUT)
     return connect(
-        f"ws://127.0.0.1:{port or server.port}{path}",
+        server.url(path, websocket=True),
+        ssl=server.ssl_context,
         open_timeout=TIMEOUT,
         close_timeout=TIMEOUT,
     )
 
 
 def http_get(server: ServerProcess, path: str = "/") -> str:
-    """Fetch ``path`` over plain HTTP from the server's port."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}{path}", timeout=TIMEOUT) as r:
+    """Fetch ``path`` over plain HTTP (HTTPS for a TLS server) from the server's port."""
+    with urllib.request.urlopen(server.url(path), timeout=TIMEOUT, context=server.ssl_context) as r:
         assert r.status == 200
         return str(r.read().decode())
 
@@ -154,7 +158,14 @@ def test_upgrade_to_unknown_path_reaches_the_app(
 ) -> None:
     """An upgrade request for a path with no namespace goes to the WSGI app untouched."""
     # http.client rather than a WebSocket client: wsgiref answers in HTTP/1.0.
-    conn = http.client.HTTPConnection("127.0.0.1", servers[name].port, timeout=TIMEOUT)
+    server = servers[name]
+    conn = (
+        http.client.HTTPSConnection(
+            "127.0.0.1", server.port, timeout=TIMEOUT, context=server.ssl_context
+        )
+        if server.ssl_context is not None
+        else http.client.HTTPConnection("127.0.0.1", server.port, timeout=TIMEOUT)
+    )
     try:
         conn.request("GET", "/not-a-namespace", headers=UPGRADE_HEADERS)
         response = conn.getresponse()
@@ -169,18 +180,25 @@ def test_upgrade_to_unknown_path_reaches_the_app(
         conn.close()
 
 
-def test_waitress_answers_501_naming_the_separate_port_mode(
-    servers: dict[str, ServerProcess],
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("waitress", "waitress does not expose the client socket"),
+        ("gunicorn-tls", "gunicorn terminates TLS itself"),
+    ],
+)
+def test_fallback_answers_501_naming_the_separate_port_mode(
+    servers: dict[str, ServerProcess], name: str, why: str
 ) -> None:
-    """waitress exposes no socket: the upgrade gets a 501 that says to pass port=."""
-    with pytest.raises(InvalidStatus) as info, ws_connect(servers["waitress"]):
+    """Where no hand-off is possible the upgrade gets a 501 that says to pass port=."""
+    with pytest.raises(InvalidStatus) as info, ws_connect(servers[name]):
         pass  # pragma: no cover - the handshake fails
     response = info.value.response
     assert response.status_code == 501
     body = bytes(response.body or b"").decode()
-    assert "waitress does not expose the client socket" in body
+    assert why in body
     assert "port=" in body
-    assert http_get(servers["waitress"]).startswith("http / pid ")
+    assert http_get(servers[name]).startswith("http / pid ")
 
 
 def test_same_port_and_separate_port_share_one_loop(servers: dict[str, ServerProcess]) -> None:
