@@ -324,7 +324,7 @@ class Connection:
     def _dispatch_message(self, data: str | bytes) -> None:
         with self.lock:
             self._queued += 1
-            pause = self._queued >= self.options.max_queue
+            pause = self._queued > self.options.max_queue
         if pause:
             self._set_reading(False)
         self.executor.submit(functools.partial(self._run_message, data))

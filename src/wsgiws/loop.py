@@ -73,6 +73,8 @@ class SelectorLoop:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        # fd -> (events, (on_read, on_write)) for every socket watched but the waker.
+        self._watched: dict[int, tuple[int, tuple[Callback | None, Callback | None]]] = {}
         self._selector.register(self._wake_r, selectors.EVENT_READ, (self._drain_waker, None))
         # Callables queued by call_soon_threadsafe; deque append/popleft are atomic.
         self._ready: collections.deque[Callback] = collections.deque()
@@ -129,29 +131,7 @@ class SelectorLoop:
         on_write: Callback | None = None,
     ) -> None:
         """Watch ``sock``: call ``on_read``/``on_write`` when it is ready (loop thread only)."""
-        events = (selectors.EVENT_READ if on_read else 0) | (
-            selectors.EVENT_WRITE if on_write else 0
-        )
-        self._selector.register(sock, events, (on_read, on_write))
-
-    def modify_socket(
-        self,
-        sock: socket.socket,
-        on_read: Callback | None,
-        on_write: Callback | None,
-    ) -> None:
-        """Change what ``sock`` is watched for; with neither callback it stays registered
-        but idle (loop thread only)."""
-        events = (selectors.EVENT_READ if on_read else 0) | (
-            selectors.EVENT_WRITE if on_write else 0
-        )
-        key = self._selector.get_key(sock)
-        if events == 0:
-            # selectors refuse an empty event mask: unregister, remember nothing.
-            self._selector.unregister(sock)
-            return
-        if key.events != events or key.data != (on_read, on_write):
-            self._selector.modify(sock, events, (on_read, on_write))
+        self.watch(sock, on_read, on_write)
 
     def watch(
         self,
@@ -160,19 +140,35 @@ class SelectorLoop:
         on_write: Callback | None,
     ) -> None:
         """Register, modify or unregister ``sock`` so that it is watched for exactly
-        the callbacks given (loop thread only)."""
-        try:
-            self._selector.get_key(sock)
-        except (KeyError, ValueError):
-            if on_read or on_write:
-                self.add_socket(sock, on_read, on_write)
+        the callbacks given; with neither, it is not watched (loop thread only).
+
+        What is watched is kept in a dict, so that no call asks the selector and pays
+        for an exception: connections pause and resume reading often.
+        """
+        fd = sock.fileno()
+        events = (selectors.EVENT_READ if on_read else 0) | (
+            selectors.EVENT_WRITE if on_write else 0
+        )
+        current = self._watched.get(fd)
+        if events == 0:
+            if current is not None:
+                del self._watched[fd]
+                self._selector.unregister(fd)
             return
-        self.modify_socket(sock, on_read, on_write)
+        data = (on_read, on_write)
+        if current is None:
+            self._selector.register(fd, events, data)
+        elif current[0] != events or current[1] != data:
+            self._selector.modify(fd, events, data)
+        else:
+            return
+        self._watched[fd] = (events, data)
 
     def remove_socket(self, sock: socket.socket) -> None:
         """Stop watching ``sock``; no error if it was not watched (loop thread only)."""
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.unregister(sock)
+        fd = sock.fileno()
+        if fd >= 0 and self._watched.pop(fd, None) is not None:
+            self._selector.unregister(fd)
 
     def run(self) -> None:
         """Run until :meth:`stop_threadsafe`; then return (the loop stays usable)."""
@@ -229,12 +225,9 @@ class SelectorLoop:
 
     # -- internals -----------------------------------------------------------------
 
-    def _still_wants_write(self, fileobj: Any, on_write: Callback) -> bool:
-        try:
-            key = self._selector.get_key(fileobj)
-        except (KeyError, ValueError):
-            return False
-        return bool(key.events & selectors.EVENT_WRITE) and key.data[1] is on_write
+    def _still_wants_write(self, fd: Any, on_write: Callback) -> bool:
+        current = self._watched.get(fd)
+        return current is not None and current[1][1] is on_write
 
     def _run_callback(self, callback: Callback) -> None:
         try:
