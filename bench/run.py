@@ -46,9 +46,7 @@ class ServerSpec:
 
 
 SERVERS: tuple[ServerSpec, ...] = (
-    ServerSpec(
-        SUBJECT, "wsgiws_echo.py", "wsgiws.Server (selector loop thread)", "wsgiws"
-    ),
+    ServerSpec(SUBJECT, "wsgiws_echo.py", "wsgiws.Server (selector loop thread)", "wsgiws"),
     ServerSpec(
         "websockets-asyncio",
         "websockets_asyncio_echo.py",
@@ -88,7 +86,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             "connections": 1,
             "size": 64,
             "window": 1,
-            "count": 20_000,
+            "count": 10_000,
             "warmup": 1_000,
             "duration": 10,
         },
@@ -97,7 +95,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             "connections": 1,
             "size": 64,
             "window": 1,
-            "count": 1_000,
+            "count": 500,
             "warmup": 100,
             "duration": 2,
         },
@@ -113,7 +111,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             "connections": 64,
             "size": 64,
             "window": 16,
-            "count": 3_000,
+            "count": 2_000,
             "warmup": 100,
             "duration": 10,
         },
@@ -122,7 +120,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             "connections": 64,
             "size": 64,
             "window": 16,
-            "count": 200,
+            "count": 100,
             "warmup": 16,
             "duration": 2,
         },
@@ -138,7 +136,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             "connections": 1,
             "size": 2**20,
             "window": 1,
-            "count": 200,
+            "count": 500,
             "warmup": 5,
             "duration": 10,
         },
@@ -153,9 +151,9 @@ SCENARIOS: tuple[Scenario, ...] = (
         },
     ),
     Scenario(
-        # 64 x 4 x 1 MiB = 256 MiB each way, at most.
+        # 64 x 8 x 1 MiB = 512 MiB each way, at most.
         key="large-64",
-        title="echo 1 MiB messages, 64 conns, 1 in flight/conn, 256 MiB total",
+        title="echo 1 MiB messages, 64 conns, 1 in flight/conn, 512 MiB total",
         path="/echo",
         metric="mb_per_s",
         unit="MB/s",
@@ -164,7 +162,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             "connections": 64,
             "size": 2**20,
             "window": 1,
-            "count": 4,
+            "count": 8,
             "warmup": 1,
             "duration": 15,
         },
@@ -196,7 +194,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             "scenario": "broadcast",
             "connections": 200,
             "size": 64,
-            "bcast-count": 20,
+            "bcast-count": 10,
             "bcast-warmup": 2,
             "duration": 3,
         },
@@ -290,17 +288,13 @@ def ensure_loadgen() -> str:
     node = shutil.which("node")
     if node is None:
         raise SystemExit("bench: node (>= 18) is required for the load generator")
-    version = subprocess.run(
-        [node, "--version"], capture_output=True, text=True
-    ).stdout.strip()
+    version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
     if int(version.lstrip("v").split(".")[0]) < 18:
         raise SystemExit(f"bench: node >= 18 required, found {version}")
     if not (LOADGEN_DIR / "node_modules" / "ws").is_dir():
         npm = shutil.which("npm")
         if npm is None:
-            raise SystemExit(
-                "bench: npm is required to install the load generator (npm ci)"
-            )
+            raise SystemExit("bench: npm is required to install the load generator (npm ci)")
         log("bench: installing the load generator (npm ci in bench/loadgen)")
         subprocess.run(
             [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
@@ -313,9 +307,7 @@ def ensure_loadgen() -> str:
 
 def ws_version() -> str:
     try:
-        pkg = json.loads(
-            (LOADGEN_DIR / "node_modules" / "ws" / "package.json").read_text()
-        )
+        pkg = json.loads((LOADGEN_DIR / "node_modules" / "ws" / "package.json").read_text())
         return str(pkg.get("version", "?"))
     except (OSError, ValueError):
         return "?"
@@ -376,20 +368,22 @@ class RunningServer:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
+            t0 = time.monotonic()
             self.proc.terminate()
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
+                log(f"bench: {self.spec.name} ignored SIGTERM for 5 s; killing it")
                 self.proc.kill()
                 self.proc.wait(5)
+            if time.monotonic() - t0 > 1:
+                log(f"bench: {self.spec.name} took {time.monotonic() - t0:.1f} s to stop")
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         self._stderr.close()
 
 
-def run_loadgen(
-    server: RunningServer, scenario: Scenario, params: dict[str, Any]
-) -> Result:
+def run_loadgen(server: RunningServer, scenario: Scenario, params: dict[str, Any]) -> Result:
     url = f"ws://{HOST}:{server.port}{scenario.path}"
     cmd = ["node", str(LOADGEN_DIR / "loadgen.mjs"), "--url", url]
     for key, value in params.items():
@@ -433,9 +427,7 @@ def run_loadgen(
         res.ok = False
         res.reason = "timed out before all messages came back; " + res.reason
     if None not in (cpu0, cpu1, t0, t1):
-        assert (
-            cpu0 is not None and cpu1 is not None and t0 is not None and t1 is not None
-        )
+        assert cpu0 is not None and cpu1 is not None and t0 is not None and t1 is not None
         res.server_cpu_s = cpu1 - cpu0
         res.server_cpu_frac = res.server_cpu_s / max(t1 - t0, 1e-9)
     return res
@@ -453,10 +445,7 @@ def server_pass(
         server = RunningServer(spec, env)
     except RuntimeError as exc:
         log(f"bench: {exc}")
-        return [
-            Result(spec.name, sc.key, False, "server failed to start")
-            for sc in scenarios
-        ]
+        return [Result(spec.name, sc.key, False, "server failed to start") for sc in scenarios]
     out: list[Result] = []
     try:
         for sc in scenarios:
@@ -522,7 +511,7 @@ def spread(runs: list[float]) -> str:
 def print_table(results: list[Result], scenarios: list[Scenario]) -> None:
     header = (
         f"{'scenario':<11} {'server':<19} {'result':>11} {'unit':<8} {'spread':>9}"
-        f" {'p50 µs':>8} {'p99 µs':>8} {'gen CPU':>8} {'srv CPU':>8}  note"
+        f" {'p50 µs':>8} {'p99 µs':>9} {'gen CPU':>8} {'srv CPU':>8}  note"
     )
     print(header)
     print("-" * len(header))
@@ -532,7 +521,7 @@ def print_table(results: list[Result], scenarios: list[Scenario]) -> None:
         if not r.data:
             print(
                 f"{sc.key:<11} {r.server:<19} {'-':>11} {'':<8} {'':>9}"
-                f" {'':>8} {'':>8} {'':>8} {'':>8}  {r.reason}"
+                f" {'':>8} {'':>9} {'':>8} {'':>8}  {r.reason}"
             )
             continue
         d = r.data
@@ -554,23 +543,17 @@ def print_table(results: list[Result], scenarios: list[Scenario]) -> None:
         print(
             f"{sc.key:<11} {r.server:<19} {fmt_num(metric, digits):>11} {sc.unit:<8}"
             f" {spread(r.runs):>9}"
-            f" {fmt_num(lat.get('p50_us')):>8} {fmt_num(lat.get('p99_us')):>8}"
+            f" {fmt_num(lat.get('p50_us')):>8} {fmt_num(lat.get('p99_us')):>9}"
             f" {fmt_pct(gen):>8} {fmt_pct(r.server_cpu_frac):>8}  {'; '.join(notes)}"
         )
 
 
-def compute_ratios(
-    results: list[Result], scenarios: list[Scenario]
-) -> list[dict[str, Any]]:
+def compute_ratios(results: list[Result], scenarios: list[Scenario]) -> list[dict[str, Any]]:
     ratios: list[dict[str, Any]] = []
     for sc in scenarios:
         rows = {r.server: r for r in results if r.scenario == sc.key}
         subject = rows.get(SUBJECT)
-        peers = {
-            name: r.metric(sc)
-            for name, r in rows.items()
-            if name != SUBJECT and r.metric(sc)
-        }
+        peers = {name: r.metric(sc) for name, r in rows.items() if name != SUBJECT and r.metric(sc)}
         best_peer = max(peers, key=lambda n: peers[n] or 0.0) if peers else None
         entry: dict[str, Any] = {
             "scenario": sc.key,
@@ -579,9 +562,7 @@ def compute_ratios(
         }
         mine = subject.metric(sc) if subject else None
         for name, value in peers.items():
-            entry[f"vs_{name}"] = (
-                (mine / value) if (mine is not None and value) else None
-            )
+            entry[f"vs_{name}"] = (mine / value) if (mine is not None and value) else None
         if sc.key == "latency" and subject and subject.ok:
             my_p50 = (subject.data.get("latency") or {}).get("p50_us")
             for name in peers:
@@ -594,10 +575,7 @@ def compute_ratios(
 
 def print_ratios(ratios: list[dict[str, Any]], peer_names: list[str]) -> None:
     print()
-    print(
-        f"ratios {SUBJECT} / peer on the scenario's result"
-        f" (> 1.00 means {SUBJECT} is faster)"
-    )
+    print(f"ratios {SUBJECT} / peer on the scenario's result (> 1.00 means {SUBJECT} is faster)")
     header = f"{'scenario':<11} " + " ".join(f"{'vs ' + n:>22}" for n in peer_names)
     header += f"  {'best peer':<19}"
     print(header)
@@ -607,15 +585,9 @@ def print_ratios(ratios: list[dict[str, Any]], peer_names: list[str]) -> None:
         for name in peer_names:
             value = entry.get(f"vs_{name}")
             cells.append(f"{'-' if value is None else f'{value:.2f}x':>22}")
-        line = (
-            f"{entry['scenario']:<11} "
-            + " ".join(cells)
-            + f"  {entry['best_peer'] or '-':<19}"
-        )
+        line = f"{entry['scenario']:<11} " + " ".join(cells) + f"  {entry['best_peer'] or '-':<19}"
         p50s = [
-            f"p50 vs {n}: {entry[f'p50_vs_{n}']:.2f}x"
-            for n in peer_names
-            if f"p50_vs_{n}" in entry
+            f"p50 vs {n}: {entry[f'p50_vs_{n}']:.2f}x" for n in peer_names if f"p50_vs_{n}" in entry
         ]
         if p50s:
             line += "  (latency, lower is better: " + ", ".join(p50s) + ")"
@@ -629,12 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument(
-        "--quick", action="store_true", help="smoke run: small counts, < 30 s"
-    )
-    parser.add_argument(
-        "--json", metavar="PATH", help="also write all results to PATH as JSON"
-    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: small counts, < 30 s")
+    parser.add_argument("--json", metavar="PATH", help="also write all results to PATH as JSON")
     parser.add_argument(
         "--servers",
         help="comma-separated subset of: " + ", ".join(s.name for s in SERVERS),
@@ -684,9 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     if wsgiws_info is None or not wsgiws_info.get("server"):
         skips[SUBJECT] = "wsgiws (with wsgiws.Server) is not importable"
     if websockets_version is None:
-        skips["websockets-asyncio"] = skips["websockets-sync"] = (
-            "websockets is not importable"
-        )
+        skips["websockets-asyncio"] = skips["websockets-sync"] = "websockets is not importable"
     group_missing = wsgiws_info is not None and not wsgiws_info.get("group")
 
     repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
@@ -702,9 +668,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
     }
-    wsgiws_desc = (
-        f"{wsgiws_info['version']} ({wsgiws_note})" if wsgiws_info else "n/a (missing)"
-    )
+    wsgiws_desc = f"{wsgiws_info['version']} ({wsgiws_note})" if wsgiws_info else "n/a (missing)"
     print(
         f"wsgiws bench ({meta['mode']}): python {meta['python']}, node {node_version}, "
         f"ws {meta['ws']}, websockets {websockets_version}, wsgiws {wsgiws_desc}, "
@@ -727,11 +691,7 @@ def main(argv: list[str] | None = None) -> int:
             skip_group = spec.name == SUBJECT and group_missing
             for res in server_pass(spec, scenarios, env, args.quick, skip_group):
                 runs.setdefault((res.server, res.scenario), []).append(res)
-    results = [
-        pick_median(runs[(spec.name, sc.key)], sc)
-        for spec in servers
-        for sc in scenarios
-    ]
+    results = [pick_median(runs[(spec.name, sc.key)], sc) for spec in servers for sc in scenarios]
 
     print()
     print_table(results, scenarios)

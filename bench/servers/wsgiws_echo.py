@@ -23,14 +23,14 @@ import wsgiws
 @wsgiws.Namespace(r"/echo")
 class Echo(wsgiws.BaseWSClass):
     @classmethod
-    def on_message(cls, websocket, message):  # type: ignore[no-untyped-def]
+    def on_message(cls, websocket: wsgiws.WebSocket, message: str | bytes) -> None:
         websocket.send(message)
 
 
 @wsgiws.Namespace(r"/bcast")
 class Bcast(wsgiws.BaseWSClass):
     @classmethod
-    def on_message(cls, websocket, message):  # type: ignore[no-untyped-def]
+    def on_message(cls, websocket: wsgiws.WebSocket, message: str | bytes) -> None:
         if message == "join":
             websocket.join("g")
             websocket.send("joined")
@@ -42,11 +42,11 @@ class Bcast(wsgiws.BaseWSClass):
 
 def main() -> None:
     args = parse_args(__doc__ or "")
-    server = wsgiws.Server(
-        host=args.host, port=args.port, max_message_size=MAX_MESSAGE_SIZE
-    )
+    server = wsgiws.Server(host=args.host, port=args.port, max_message_size=MAX_MESSAGE_SIZE)
     server.start()  # returns once listening; the loop runs on a daemon thread
-    announce_port(server.port)
+    port = server.port
+    assert port is not None  # we always listen
+    announce_port(port)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
