@@ -87,6 +87,7 @@ MATRIX: dict[str, Spec] = {
         workers=2,
         preload=True,
     ),
+    "gunicorn-gevent": Spec("handoff", _gunicorn("gevent", 2), workers=2),
     "gevent": Spec("handoff", _in_process("gevent")),
     "django": Spec(
         "handoff",

@@ -2,10 +2,11 @@
 
 The matrix (see ``procs.MATRIX``): wsgiref (alone and with a separate port too),
 werkzeug's dev server under Flask (hand-off, and ``handoff="park"``), gunicorn sync
-and gthread workers with several workers, with and without ``--preload``, gevent's
-pywsgi, Django's ``runserver`` with its autoreloader, and the fallbacks (a 501 naming
-the separate-port mode): waitress, and gunicorn terminating TLS itself. All servers
-start at once, in parallel, for the whole module.
+and gthread workers with several workers, with and without ``--preload``, gunicorn's
+gevent worker (monkey-patched), gevent's pywsgi, Django's ``runserver`` with its
+autoreloader, and the fallbacks (a 501 naming the separate-port mode): waitress, and
+gunicorn terminating TLS itself. All servers start at once, in parallel, for the
+whole module.
 """
 
 from __future__ import annotations
