@@ -194,9 +194,11 @@ def take_over(environ: dict[str, Any], *, park: bool = False) -> Handoff:
         remote_addr = (str(remote[0]), int(remote[1]))
     except (OSError, IndexError, TypeError, ValueError):
         remote_addr = (str(environ.get("REMOTE_ADDR", "")), int(environ.get("REMOTE_PORT") or 0))
-    family, kind = found.sock.family, found.sock.type
-    mine = socket.socket(family, kind, fileno=os.dup(fd))
     redirect = not park and can_redirect()
+    # os.dup on POSIX; socket.dup where descriptors are not plain numbers (Windows
+    # socket handles), detached so that the loop gets a standard socket object.
+    duplicate = os.dup(fd) if redirect else found.sock.dup().detach()
+    mine = socket.socket(found.sock.family, found.sock.type, fileno=duplicate)
     if not redirect:
         # The server still reads its own socket; bytes it buffered stay with it.
         return Handoff(mine, b"", remote_addr, False, found.server)
