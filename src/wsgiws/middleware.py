@@ -147,6 +147,7 @@ class WebSocketMiddleware:
             raise ValueError(f"handoff must be one of {HANDOFF_MODES}, got {handoff!r}")
         self.app = app
         self.handoff = handoff
+        self._warned = False
         #: The WebSocket server this wrapper owns.
         self.server = Server(host=host, port=port, registry=registry, **options)
         self.server.start()
@@ -171,6 +172,11 @@ class WebSocketMiddleware:
             taken = _handoff.take_over(environ, park=self.handoff == "park")
         except _handoff.HandoffUnavailable as exc:
             return self._unavailable(start_response, str(exc))
+        except OSError as exc:  # e.g. EMFILE from dup(): the server still owns the socket
+            logger.error("cannot take the client socket: %s", exc)
+            return self._unavailable(
+                start_response, "the server is out of resources", HTTPStatus.SERVICE_UNAVAILABLE
+            )
         closed = None if taken.redirected else threading.Event()
         ws_environ = {k: v for k, v in environ.items() if k not in _SERVER_ONLY_KEYS}
         try:
@@ -197,7 +203,12 @@ class WebSocketMiddleware:
         start_response(HANDED_OFF_STATUS, [])
         return []
 
-    def _unavailable(self, start_response: StartResponse, why: str) -> Iterable[bytes]:
+    def _unavailable(
+        self,
+        start_response: StartResponse,
+        why: str,
+        status: HTTPStatus = HTTPStatus.NOT_IMPLEMENTED,
+    ) -> Iterable[bytes]:
         port = self.port
         where = (
             f"connect to port {port} instead (separate-port mode)"
@@ -205,9 +216,10 @@ class WebSocketMiddleware:
             else "pass port=N to WebSocketMiddleware to serve WebSockets on a separate "
             "port (separate-port mode)"
         )
-        logger.warning("cannot serve a WebSocket on the WSGI server's port: %s", why)
-        body = (f"WebSocket upgrade not supported on this port: {why}; {where}\n").encode()
-        status = HTTPStatus.NOT_IMPLEMENTED
+        if not self._warned:  # once: a busy server would repeat it for every client
+            self._warned = True
+            logger.warning("cannot serve a WebSocket on the WSGI server's port: %s", why)
+        body = (f"WebSocket upgrade not served on this port: {why}; {where}\n").encode()
         start_response(
             f"{status.value} {status.phrase}",
             [
