@@ -7,6 +7,7 @@ on a thread of the test process, so that they can watch the WSGI call itself.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import socket
 import socketserver
@@ -293,3 +294,43 @@ def test_no_descriptor_is_leaked(registry: wsgiws.Registry) -> None:
                 ws.send(f"m{i}")
                 assert ws.recv(timeout=TIMEOUT) == f"m{i}"
         wait_for(lambda: middleware.server.connections == 0 and count() <= before)
+
+
+def test_handshake_errors_are_answered_by_the_loop(registry: wsgiws.Registry) -> None:
+    """On the same port, a wrong version gets 426 and a refusing on_connect its status."""
+
+    @registry.namespace(r"/ws")
+    class Picky(wsgiws.BaseWSClass):
+        @classmethod
+        def on_connect(cls, websocket: wsgiws.WebSocket, path: str) -> None:
+            if websocket.query.get("token") != "ok":
+                raise wsgiws.Reject(reason="bad token", status=401)
+
+    with (
+        wsgiws.WebSocketMiddleware(http_app, registry=registry) as middleware,
+        wsgiref_serving(middleware) as port,
+    ):
+        headers = {
+            "Upgrade": "websocket",
+            "Connection": "Upgrade",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        }
+        for target, version, status in [
+            ("/ws?token=ok", "8", 426),
+            ("/ws?token=no", "13", 401),
+        ]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+            try:
+                conn.request("GET", target, headers={**headers, "Sec-WebSocket-Version": version})
+                response = conn.getresponse()
+                body = response.read()
+            finally:
+                conn.close()
+            assert response.status == status, body
+            if status == 426:
+                assert response.getheader("Sec-WebSocket-Version") == "13"
+            else:
+                assert b"bad token" in body
+        with connect(f"ws://127.0.0.1:{port}/ws?token=ok", open_timeout=TIMEOUT) as ws:
+            ws.close(4006)
+        assert ws.close_code == 4006
