@@ -108,3 +108,53 @@ def test_options_are_checked() -> None:
     backend.close()
     with pytest.raises(RuntimeError, match="closed"):
         backend.start(wsgiws.groups.hub)
+
+
+def test_received_gaps_duplicates_and_garbage_are_reported(
+    redis_server: RedisServer, registry: wsgiws.Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gap in another process's sequence is logged as lost; duplicates and garbage are dropped."""
+    from wsgiws.groups import Envelope
+    from wsgiws.redis_groups import pack
+
+    @wsgiws.Namespace(r"/member", registry=registry)
+    class Member(wsgiws.BaseWSClass):
+        @classmethod
+        def on_connect(cls, websocket: wsgiws.WebSocket, path: str) -> None:
+            websocket.join("seq")
+
+    caplog.set_level(logging.INFO, logger="wsgiws.groups")
+    backend = RedisBackend(redis_server.url)
+    try:
+        wsgiws.set_group_backend(backend)
+        assert backend.wait_ready(TIMEOUT)
+        with (
+            serve(registry) as server,
+            connect(f"ws://127.0.0.1:{server.port}/member", open_timeout=TIMEOUT) as member,
+            contextlib.closing(redis_server.client()) as other,
+        ):
+            origin = "elsewhere:1:abcd"
+
+            def publish(seq: int, text: str) -> None:
+                data = pack(origin, seq, Envelope("group", "seq", text))
+                other.publish(backend.channel, data)
+
+            publish(1, "one")
+            publish(2, "two")
+            other.publish(backend.channel, b"not a wsgiws message")
+            publish(5, "five")  # 3 and 4 never came
+            publish(5, "five again")  # a duplicate sequence number
+            publish(4, "late four")  # older than the last one: dropped too
+            own = pack(backend.origin, 1, Envelope("group", "seq", "own echo"))
+            other.publish(backend.channel, own)  # our own message, echoed: ignored
+            publish(6, "six")
+            assert [member.recv(timeout=TIMEOUT) for _ in range(4)] == [
+                "one",
+                "two",
+                "five",
+                "six",
+            ]
+        assert "ignoring a malformed message" in caplog.text
+        assert f"2 message(s) from {origin} did not arrive" in caplog.text
+    finally:
+        backend.close()
