@@ -131,6 +131,7 @@ class ServerProcess:
         if spec.tls:
             argv[-1:-1] = self._make_certificate()
         env.pop("WERKZEUG_RUN_MAIN", None)
+        self._stopped = False
         self._log = self.log_path.open("wb")
         # A session of its own, so that stop() reaches the children too (gunicorn's
         # workers, Django's autoreloaded server process).
@@ -213,7 +214,10 @@ class ServerProcess:
         ]
 
     def stop(self) -> None:
-        """Terminate the server's process group; kill it if it lingers."""
+        """Terminate the server's process group; kill it if it lingers (once)."""
+        if self._stopped:
+            return  # the group id may belong to someone else by now
+        self._stopped = True
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
         try:

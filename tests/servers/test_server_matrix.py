@@ -307,3 +307,25 @@ def test_server_log_has_no_error(servers: dict[str, ServerProcess], name: str) -
         errors = [line for line in errors if expected not in line]
     assert errors == [], server.log()
     assert "open" in server.log() or MATRIX[name].mode == "refuse"
+
+
+def test_shutdown_with_websockets_open(servers: dict[str, ServerProcess]) -> None:
+    """Stopping each server (SIGTERM) with a WebSocket open sends 1001 and logs no error.
+
+    Django's runserver has no SIGTERM handler, so its process dies without running
+    exit hooks: its clients see the connection drop (1006) instead.
+    """
+    with contextlib.ExitStack() as stack:
+        sockets = {name: stack.enter_context(ws_connect(servers[name])) for name in HANDOFF}
+        for ws in sockets.values():
+            welcome_pid(ws)
+        for name in MATRIX:
+            servers[name].stop()
+            assert servers[name].errors() == [] or MATRIX[name].mode == "refuse", servers[
+                name
+            ].log()
+        for name, ws in sockets.items():
+            with pytest.raises(ConnectionClosed) as info:
+                ws.recv(timeout=TIMEOUT)
+            code = info.value.rcvd.code if info.value.rcvd is not None else 1006
+            assert code == (1006 if name == "django" else 1001), name
