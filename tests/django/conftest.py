@@ -34,44 +34,63 @@ MANAGE = Path(__file__).resolve().parent / "manage.py"
 #: Password of the users the tests create.
 PASSWORD = "correct horse battery staple"
 
-_ENV_KEYS = ("DJANGO_SETTINGS_MODULE", "WSGIWS_TEST_DB", "WSGIWS_TEST_WS_PORT")
+_ENV_KEYS = ("DJANGO_SETTINGS_MODULE", "WSGIWS_DJANGO_TEST_DB", "WSGIWS_DJANGO_TEST_WS_PORT")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def django_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Set up Django with the test project's settings and a migrated SQLite database."""
-    import django
+    """Set up Django with the test project's settings and a migrated SQLite database.
+
+    The environment variables are set only while Django reads them (settings are
+    loaded once, at setup) and restored at once, so that subprocesses started by
+    other tests never inherit them.
+    """
     from django.conf import settings
 
-    if settings.configured and os.environ.get("DJANGO_SETTINGS_MODULE") != SETTINGS:
-        raise RuntimeError("Django was configured by another test with other settings")
+    if settings.configured:
+        if settings.SETTINGS_MODULE != SETTINGS:
+            raise RuntimeError("Django was configured by another test with other settings")
+        yield Path(settings.DATABASES["default"]["NAME"])
+        return
     db = tmp_path_factory.mktemp("django") / "db.sqlite3"
     saved = {key: os.environ.get(key) for key in _ENV_KEYS}
     os.environ.update(
-        DJANGO_SETTINGS_MODULE=SETTINGS, WSGIWS_TEST_DB=str(db), WSGIWS_TEST_WS_PORT="0"
+        DJANGO_SETTINGS_MODULE=SETTINGS,
+        WSGIWS_DJANGO_TEST_DB=str(db),
+        WSGIWS_DJANGO_TEST_WS_PORT="0",
     )
     try:
+        import django
+
         django.setup()
-        from django.core.management import call_command
-
-        call_command("migrate", verbosity=0)
-        yield db
     finally:
-        from django.db import connections
-
-        connections.close_all()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    try:
+        yield db
+    finally:
+        from django.db import connections
+
+        connections.close_all()
 
 
 @pytest.fixture(scope="session")
 def application(django_project: Path) -> Iterator[Any]:
     """The test project's ``wsgi.application``: its WebSocket server is on a free port."""
-    from tests.django.project.wsgi import application
-
+    saved = os.environ.get("DJANGO_SETTINGS_MODULE")
+    try:
+        from tests.django.project.wsgi import application  # its setdefault: undone below
+    finally:
+        if saved is None:
+            os.environ.pop("DJANGO_SETTINGS_MODULE", None)
+        else:
+            os.environ["DJANGO_SETTINGS_MODULE"] = saved
     try:
         yield application
     finally:

@@ -85,11 +85,11 @@ def test_runserver_autoreload(django_project: Path, processes: list[Process], mo
     http_port = free_port()
     if mode == "separate-port":
         ws_port = free_port()
-        env = {"WSGIWS_TEST_WS_PORT": str(ws_port)}
+        env = {"WSGIWS_DJANGO_TEST_WS_PORT": str(ws_port)}
     else:
         ws_port = http_port
-        env = {"WSGIWS_TEST_WS_PORT": "same"}
-    env["WSGIWS_TEST_DB"] = str(django_project)
+        env = {"WSGIWS_DJANGO_TEST_WS_PORT": "same"}
+    env["WSGIWS_DJANGO_TEST_DB"] = str(django_project)
     server = Process(["runserver", f"127.0.0.1:{http_port}"], env)
     processes.append(server)
     url = f"ws://127.0.0.1:{ws_port}/django/pid"
@@ -131,7 +131,7 @@ def test_runwebsockets_command(django_project: Path, processes: list[Process]) -
     cookie = session_cookie(user.username)
     command = Process(
         ["runwebsockets", "--port", "0"],
-        {"WSGIWS_TEST_DB": str(django_project), "WSGIWS_TEST_WS_PORT": "same"},
+        {"WSGIWS_DJANGO_TEST_DB": str(django_project), "WSGIWS_DJANGO_TEST_WS_PORT": "same"},
     )
     processes.append(command)
     found = command.wait_line(r"WebSocket server \(pid (\d+)\) at ws://127\.0\.0\.1:(\d+)/")
@@ -149,13 +149,19 @@ def test_runwebsockets_reload(django_project: Path, processes: list[Process]) ->
     port = free_port()
     command = Process(
         ["runwebsockets", "--reload"],
-        {"WSGIWS_TEST_DB": str(django_project), "WSGIWS_TEST_WS_PORT": str(port)},
+        {"WSGIWS_DJANGO_TEST_DB": str(django_project), "WSGIWS_DJANGO_TEST_WS_PORT": str(port)},
     )
     processes.append(command)
     url = f"ws://127.0.0.1:{port}/django/pid"
     first = connect_pid(url)
     assert first != command.proc.pid
-    touch_until_reload(command)
+    with connect(url, open_timeout=TIMEOUT) as old:
+        assert int(old.recv(timeout=TIMEOUT)) == first
+        touch_until_reload(command)
+        # Closed with 1001 once the old child has released the port.
+        with pytest.raises(ConnectionClosed) as closed:
+            old.recv(timeout=3 * TIMEOUT)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
     assert connect_pid(url) not in (first, command.proc.pid)
     command.interrupt()
     command.proc.wait(3 * TIMEOUT)
@@ -167,7 +173,7 @@ def test_runwebsockets_needs_a_port(django_project: Path, processes: list[Proces
     """Without ``WEBSOCKET_PORT`` or ``--port``, the command fails naming the setting."""
     command = Process(
         ["runwebsockets"],
-        {"WSGIWS_TEST_DB": str(django_project), "WSGIWS_TEST_WS_PORT": "same"},
+        {"WSGIWS_DJANGO_TEST_DB": str(django_project), "WSGIWS_DJANGO_TEST_WS_PORT": "same"},
     )
     processes.append(command)
     assert command.proc.wait(3 * TIMEOUT) == 1

@@ -2,8 +2,8 @@
 
 Environment variables set by the tests:
 
-* ``WSGIWS_TEST_DB``: path of the SQLite database file.
-* ``WSGIWS_TEST_WS_PORT``: ``WEBSOCKET_PORT`` (default ``0``: any free port);
+* ``WSGIWS_DJANGO_TEST_DB``: path of the SQLite database file.
+* ``WSGIWS_DJANGO_TEST_WS_PORT``: ``WEBSOCKET_PORT`` (default ``0``: any free port);
   ``same`` leaves it unset (same-port mode).
 """
 
@@ -37,7 +37,7 @@ WSGI_APPLICATION = "tests.django.project.wsgi.application"
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("WSGIWS_TEST_DB", str(BASE_DIR / "db.sqlite3")),
+        "NAME": os.environ.get("WSGIWS_DJANGO_TEST_DB", str(BASE_DIR / "db.sqlite3")),
         "OPTIONS": {"timeout": 30},
     }
 }
@@ -46,7 +46,7 @@ USE_TZ = True
 # Fast hashing: the tests create users, they do not test password storage.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
-_ws_port = os.environ.get("WSGIWS_TEST_WS_PORT", "0")
+_ws_port = os.environ.get("WSGIWS_DJANGO_TEST_WS_PORT", "0")
 if _ws_port != "same":
     WEBSOCKET_PORT = int(_ws_port)
 WEBSOCKET_MIDDLEWARE = [
