@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import re
 import socket
@@ -20,6 +21,13 @@ pytestmark = pytest.mark.redis
 
 WORKERS = 3
 CLIENTS = 30
+#: gunicorn 27 opens a control socket at a fixed path by default; concurrent runs
+#: would share it.
+NO_CONTROL_SOCKET = (
+    ["--no-control-socket"]
+    if int(importlib.metadata.version("gunicorn").split(".")[0]) >= 27
+    else []
+)
 
 
 def http_get(port: int, path: str) -> Any:
@@ -50,6 +58,7 @@ def test_broadcast_from_an_http_request_reaches_every_client_of_every_worker_onc
             f"fd://{http.fileno()}",
             "--graceful-timeout",
             "5",
+            *NO_CONTROL_SOCKET,
             "tests.redis.gunicorn_app:application",
             name="gunicorn",
             env={"WSGIWS_TEST_REDIS": redis_server.url, "WSGIWS_TEST_WS_PORT": str(ws_port)},
