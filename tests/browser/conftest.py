@@ -41,9 +41,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
-    """Headless Chromium, shared by the whole session."""
+    """Headless Chromium, shared by the tests of this directory.
+
+    Package scope, not session: Playwright's sync API keeps an asyncio loop running
+    on the main thread while it is open, and Django refuses ORM calls in a thread
+    with a running loop (SynchronousOnlyOperation) in the tests that follow.
+    """
     if not os.path.exists(CHROMIUM):  # pragma: no cover - depends on the machine
         pytest.skip(f"{CHROMIUM} is missing (Debian package chromium; nox installs it as root)")
     with sync_playwright() as playwright:
