@@ -138,15 +138,15 @@ def test_wake_ups_are_never_lost_under_contention(loop: SelectorLoop) -> None:
     Each round has several threads queue a callback at once while the loop sleeps in
     select(); a wake-up lost to a race would leave a round unfinished.
     """
+
+    def queue_one(barrier: threading.Barrier, done: threading.Semaphore) -> None:
+        barrier.wait(TIMEOUT)
+        loop.call_soon_threadsafe(done.release)
+
     for _ in range(300):
         barrier = threading.Barrier(4)
         done = threading.Semaphore(0)
-
-        def queue_one() -> None:
-            barrier.wait(TIMEOUT)
-            loop.call_soon_threadsafe(done.release)
-
-        threads = [threading.Thread(target=queue_one) for _ in range(4)]
+        threads = [threading.Thread(target=queue_one, args=(barrier, done)) for _ in range(4)]
         for t in threads:
             t.start()
         for _ in range(4):
