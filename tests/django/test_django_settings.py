@@ -137,6 +137,9 @@ def test_defaults() -> None:
         (False, [".example.com"], "https://www.example.com:8443", True),
         (False, ["example.com"], "javascript://example.com", False),
         (False, ["example.com"], None, True),  # no Origin: not a browser
+        (False, ["Example.COM"], "https://EXAMPLE.com.", True),  # case, trailing dot
+        (False, ["example.com"], "https://example.com:bad", False),
+        (False, ["example.com"], "https://user@example.com", False),
     ],
 )
 def test_origins_follow_allowed_hosts(

@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.http.request import split_domain_port, validate_host
+from django.http.request import validate_host
 from django.utils.module_loading import import_string
 
 from ..options import Options
@@ -112,11 +112,16 @@ class AllowedHostsOrigins:
             return True
         try:
             parts = urlsplit(origin.strip())
+            parts.port  # noqa: B018 - raises ValueError for a bad port
         except ValueError:
             return False
-        if parts.scheme.lower() not in ("http", "https") or parts.path or parts.query:
+        if parts.scheme.lower() not in ("http", "https"):
             return False
-        domain, _ = split_domain_port(parts.netloc)
+        if parts.path or parts.query or parts.fragment or parts.username is not None:
+            return False  # an origin is scheme://host[:port], nothing more
+        domain = (parts.hostname or "").removesuffix(".")  # lowercased, no port
+        if ":" in domain:
+            domain = f"[{domain}]"  # IPv6, written as ALLOWED_HOSTS writes it
         return bool(domain) and validate_host(domain, self.allowed_hosts)
 
     def __repr__(self) -> str:
