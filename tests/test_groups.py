@@ -462,3 +462,42 @@ def test_redis_wire_format_round_trips_and_rejects_garbage() -> None:
     ):
         with pytest.raises(ValueError):
             unpack(bad)
+
+
+def test_member_in_a_slow_on_connect_is_bounded_by_write_limit(
+    registry: wsgiws.Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Group messages queued while on_connect runs are bounded by write_limit too."""
+    name = unique()
+    joined, release = threading.Event(), threading.Event()
+    connections: list[Any] = []
+
+    @wsgiws.Namespace(r"/slow", registry=registry)
+    class Slow(wsgiws.BaseWSClass):
+        @classmethod
+        def on_connect(cls, websocket: wsgiws.WebSocket, path: str) -> None:
+            websocket.join(name)
+            connections.append(websocket._connection)
+            joined.set()
+            release.wait(TIMEOUT)  # a slow authentication, say
+
+    write_limit = 64 * 1024
+    with serve(registry, write_limit=write_limit) as server:
+        port = int(server.port or 0)
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            sock.sendall(
+                f"GET /slow HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+            )
+            assert joined.wait(TIMEOUT)
+            (connection,) = connections
+            for _ in range(100):  # 100 kB, more than write_limit
+                wsgiws.group(name).send("x" * 1024)
+                assert sum(map(len, connection._early)) <= write_limit
+            wait_for(lambda: connection.close_code == 1008)
+            release.set()
+            assert sock.recv(65536) == b""  # dropped before any 101
+        wait_for(lambda: hub.find(connection.id) is None)
+    assert name not in hub.group_names()
+    assert "more than write_limit" in caplog.text

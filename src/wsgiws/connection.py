@@ -123,6 +123,7 @@ class Connection:
         self._queued = 0
         # Frames sent by on_connect before the 101 went out (under lock).
         self._early: list[bytes] = []
+        self._early_size = 0
         self._early_close: tuple[int, str] | None = None
         # After a handler rejected or failed: messages still queued are dropped.
         self._drop_messages = False
@@ -577,8 +578,21 @@ class Connection:
             if state is State.OPEN and not self._broken:
                 self._write_locked(frame)
                 return
-            if state is State.CONNECTING and self.chain is not None and not self._transport_closed:
-                self._early.append(frame)
+            if (
+                state is State.CONNECTING
+                and self.chain is not None
+                and not self._transport_closed
+                and not self._broken
+            ):
+                # Bounded like the outgoing buffer: a group member whose on_connect
+                # is slow must not queue without limit.
+                self._early_size += len(frame)
+                if self._early_size > self.options.write_limit:
+                    self._early.clear()
+                    self._broken = True
+                    self._request_loop(self._slow_reader)
+                else:
+                    self._early.append(frame)
                 return
         raise ConnectionClosed(self.close_code, self.close_reason)
 
