@@ -246,6 +246,7 @@ def test_a_member_that_stops_reading_is_closed_and_delays_no_one(
             sampling.set()
             sampler.join(TIMEOUT)
 
+        wait_for(lambda: command(ctl_a, op="members", group="feed")["closed"])
         after = command(ctl_a, op="members", group="feed")
         assert stalled_id not in after["buffers"]  # it left the group
         assert after["closed"] == {stalled_id: 1008}
