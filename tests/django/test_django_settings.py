@@ -214,3 +214,18 @@ def test_without_middleware(application: Any) -> None:
     ):
         assert ws.recv(timeout=TIMEOUT) == "ok"
     assert seen == {"user": None, "session": None}
+
+
+def test_system_check_reports_wrong_setting() -> None:
+    """``manage.py check`` reports a wrong setting as error ``wsgiws.E001``."""
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+    from django.test.utils import override_settings
+
+    call_command("check", verbosity=0)  # the test project's settings pass
+    with (
+        override_settings(WEBSOCKET_OPTIONS={"ping_interval": 0}),
+        pytest.raises(SystemCheckError) as info,
+    ):
+        call_command("check", verbosity=0)
+    assert "(wsgiws.E001) WEBSOCKET_OPTIONS: ping_interval" in str(info.value)
