@@ -32,9 +32,7 @@ def test_origins_callable_decides(registry: wsgiws.Registry) -> None:
 
     with serve(registry, origins=allowed) as server:
         uri = f"ws://127.0.0.1:{server.port}/o"
-        with connect(
-            uri, origin=Origin("https://a.example.com"), open_timeout=TIMEOUT
-        ) as ws:
+        with connect(uri, origin=Origin("https://a.example.com"), open_timeout=TIMEOUT) as ws:
             ws.send("hi")
             assert ws.recv(timeout=TIMEOUT) == "hi"
         with connect(uri, open_timeout=TIMEOUT) as ws:
@@ -99,9 +97,7 @@ def test_handler_context_wraps_every_event(registry: wsgiws.Registry) -> None:
                 ws.send(text)
                 assert ws.recv(timeout=TIMEOUT) == text
         assert closed.wait(TIMEOUT)
-        wait_for(
-            lambda: log[-1][0] == "exit", message="context not exited after on_close"
-        )
+        wait_for(lambda: log[-1][0] == "exit", message="context not exited after on_close")
     kinds = [entry[0] for entry in log]
     assert kinds == [
         "enter", "connect", "exit",
