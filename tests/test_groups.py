@@ -448,7 +448,7 @@ def test_redis_wire_format_round_trips_and_rejects_garbage() -> None:
     ):
         received = unpack(pack("host:1:ab", 7, envelope))
         assert (received.origin, received.seq, received.envelope) == ("host:1:ab", 7, envelope)
-        assert received.frame == wsgiws.protocol.encode_message(envelope.message)
+        assert received.prepared.frame() == wsgiws.protocol.encode_message(envelope.message)
     good = pack("o", 1, Envelope("group", "g", "x"))
     for bad in (
         b"",
@@ -501,3 +501,27 @@ def test_member_in_a_slow_on_connect_is_bounded_by_write_limit(
         wait_for(lambda: hub.find(connection.id) is None)
     assert name not in hub.group_names()
     assert "more than write_limit" in caplog.text
+
+
+def test_group_send_compresses_once_for_deflate_members(registry: wsgiws.Registry) -> None:
+    """Members with and without permessage-deflate each get the message intact."""
+    joined = threading.Semaphore(0)
+
+    @wsgiws.Namespace(r"/mixed", registry=registry)
+    class Mixed(wsgiws.BaseWSClass):
+        @classmethod
+        def on_connect(cls, websocket: wsgiws.WebSocket, path: str) -> None:
+            websocket.join("mixed")
+            joined.release()
+
+    text = "a long, repetitive broadcast " * 200
+    with (
+        serve(registry) as server,
+        connect(f"ws://127.0.0.1:{server.port}/mixed") as deflating,
+        connect(f"ws://127.0.0.1:{server.port}/mixed", compression=None) as plain,
+    ):
+        assert joined.acquire(timeout=TIMEOUT) and joined.acquire(timeout=TIMEOUT)
+        assert [e.name for e in deflating.protocol.extensions] == ["permessage-deflate"]
+        wsgiws.group("mixed").send(text)
+        assert deflating.recv(TIMEOUT) == text
+        assert plain.recv(TIMEOUT) == text

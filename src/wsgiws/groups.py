@@ -8,9 +8,11 @@ Two layers:
 * The :class:`LocalHub` (one per process, :data:`hub`) knows the connections of this
   process: every connection from the moment its handshake request is routed (so that
   ``on_connect`` may join a group) until its ``on_close`` has returned, and which
-  groups each one joined. Delivering a message to local members encodes the frame
-  once with :func:`~wsgiws.protocol.encode_message` and queues the same bytes to each
-  member with :meth:`Connection.send_frame <wsgiws.connection.Connection.send_frame>`,
+  groups each one joined. Delivering a message to local members encodes it once as a
+  :class:`~wsgiws.protocol.PreparedMessage` (one plain frame, and one compressed frame
+  for the members that negotiated permessage-deflate) and queues the same bytes to each
+  member with :meth:`Connection.send_prepared
+  <wsgiws.connection.Connection.send_prepared>`,
   which never blocks: a member that does not read fills its own outgoing buffer up to
   the ``write_limit`` option and is then closed with 1008, without delaying the
   others. A member that is closed or closing is skipped.
@@ -47,7 +49,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Union
 
 from .exceptions import ConnectionClosed
-from .protocol import encode_message
+from .protocol import PreparedMessage
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -274,15 +276,15 @@ class LocalHub:
 
     # -- delivery ------------------------------------------------------------------
 
-    def deliver(self, envelope: Envelope, frame: bytes | None = None) -> int:
+    def deliver(self, envelope: Envelope, prepared: PreparedMessage | None = None) -> int:
         """Queue ``envelope``'s message to its addressees in this process.
 
         The frame is encoded once (or ``frame`` is used as is) and the same bytes go
         to every addressee. Returns the number of connections it was queued to.
         Called by backends for messages from other processes, from any thread.
         """
-        if frame is None:
-            frame = encode_message(envelope.message)
+        if prepared is None:
+            prepared = PreparedMessage(envelope.message)
         if envelope.kind == "group":
             targets = self._group_snapshot(envelope.target)
         elif envelope.kind == "all":
@@ -290,7 +292,7 @@ class LocalHub:
         else:
             connection = self.find(envelope.target)
             targets = (connection,) if connection is not None else ()
-        return send_frame_to(targets, frame, envelope.exclude)
+        return send_prepared_to(targets, prepared, envelope.exclude)
 
     def _reset_after_fork(self) -> None:
         self._lock = threading.Lock()
@@ -301,9 +303,9 @@ class LocalHub:
         self._all = None
 
 
-def send_frame_to(
+def send_prepared_to(
     connections: tuple[Connection, ...] | list[Connection],
-    frame: bytes,
+    message: PreparedMessage,
     exclude: str | None = None,
 ) -> int:
     """Queue the encoded ``frame`` to each connection; skip closed ones and ``exclude``.
@@ -315,7 +317,7 @@ def send_frame_to(
         if connection.id == exclude:
             continue
         try:
-            connection.send_frame(frame)
+            connection.send_prepared(message)
         except ConnectionClosed:
             continue
         sent += 1
@@ -358,9 +360,9 @@ def get_group_backend() -> GroupBackend:
 
 def _send(kind: Literal["group", "all"], target: str, message: Message, exclude: Exclude) -> None:
     frozen = _frozen_message(message)
-    frame = encode_message(frozen)  # TypeError here, before any delivery
+    prepared = PreparedMessage(frozen)  # TypeError here, before any delivery
     envelope = Envelope(kind, target, frozen, _exclude_id(exclude))
-    hub.deliver(envelope, frame)
+    hub.deliver(envelope, prepared)
     _backend.publish(envelope)
 
 
@@ -447,10 +449,10 @@ def send_to(connection_id: str, message: Message) -> bool:
     if not isinstance(connection_id, str):
         raise TypeError(f"connection_id must be a str, got {type(connection_id).__name__}")
     frozen = _frozen_message(message)
-    frame = encode_message(frozen)
+    prepared = PreparedMessage(frozen)
     connection = hub.find(connection_id)
     if connection is not None:
-        return send_frame_to((connection,), frame) == 1
+        return send_prepared_to((connection,), prepared) == 1
     _backend.publish(Envelope("one", connection_id, frozen))
     return False
 

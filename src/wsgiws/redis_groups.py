@@ -60,10 +60,8 @@ from collections.abc import Callable
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-from wsproto.frame_protocol import Opcode
-
 from .groups import Envelope, LocalHub
-from .protocol import encode_frame
+from .protocol import PreparedMessage
 
 __all__ = ["RedisBackend"]
 
@@ -133,7 +131,7 @@ class _Received:
     origin: str
     seq: int
     envelope: Envelope
-    frame: bytes
+    prepared: PreparedMessage
 
 
 def unpack(data: bytes) -> _Received:
@@ -160,14 +158,9 @@ def unpack(data: bytes) -> _Received:
         or not isinstance(binary, bool)
     ):
         raise ValueError("bad header")
-    message: str | bytes
-    if binary:
-        message = payload
-        frame = encode_frame(Opcode.BINARY, payload)
-    else:
-        message = payload.decode()  # UnicodeDecodeError is a ValueError
-        frame = encode_frame(Opcode.TEXT, payload)
-    return _Received(origin, seq, Envelope(kind, target, message, exclude), frame)
+    message: str | bytes = payload if binary else payload.decode()  # a ValueError if bad
+    envelope = Envelope(kind, target, message, exclude)
+    return _Received(origin, seq, envelope, PreparedMessage(message))
 
 
 class RedisBackend:
@@ -512,7 +505,7 @@ class RedisBackend:
             self._seen.popitem(last=False)
         hub = self._hub
         if hub is not None:
-            hub.deliver(received.envelope, received.frame)
+            hub.deliver(received.envelope, received.prepared)
 
     def _publish_loop(self) -> None:
         while True:

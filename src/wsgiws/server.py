@@ -21,7 +21,7 @@ from .exceptions import InvalidState
 from .log import server_logger as logger
 from .loop import SelectorLoop
 from .options import Options
-from .protocol import encode_message
+from .protocol import PreparedMessage
 from .routing import Registry, default_registry
 from .workers import WorkerPool
 
@@ -164,8 +164,8 @@ class Server:
         Returns:
             The number of connections the message was queued to.
         """
-        frame = encode_message(message)
-        return _groups.send_frame_to(_groups.hub.connections(self), frame)
+        prepared = PreparedMessage(message)
+        return _groups.send_prepared_to(_groups.hub.connections(self), prepared)
 
     def start(self) -> Server:
         """Listen and run the loop on a daemon thread; return once listening.
