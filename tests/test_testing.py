@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 
 import pytest
+import trustme
 
 import wsgiws
 from wsgiws.testing import Client, HandshakeRejected, connect, serve
@@ -202,7 +204,7 @@ def test_targets_address_url_and_middleware(echo_registry: wsgiws.Registry) -> N
 
 
 def test_bad_targets_are_refused(echo_registry: wsgiws.Registry) -> None:
-    """A middleware without a port of its own, a wss:// URL and other values are refused."""
+    """A middleware without a port of its own, an http:// URL and other values are refused."""
 
     def app(environ: object, start_response: object) -> list[bytes]:
         return []
@@ -213,7 +215,7 @@ def test_bad_targets_are_refused(echo_registry: wsgiws.Registry) -> None:
     ):
         connect(middleware, "/echo")
     with pytest.raises(ValueError, match="ws://"):
-        connect("wss://127.0.0.1:1/echo")
+        connect("http://127.0.0.1:1/echo")
     with pytest.raises(TypeError):
         connect(True)
 
@@ -226,3 +228,21 @@ def test_serve_uses_the_default_registry() -> None:
         assert server.port
         assert server.running
     assert not server.running
+
+
+def test_tls(echo_registry: wsgiws.Registry) -> None:
+    """connect() speaks TLS to a server with a certificate, by context or by wss:// URL."""
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    client_context = ssl.create_default_context()
+    authority.configure_trust(client_context)
+    with serve(echo_registry, ssl_context=server_context) as server:
+        with connect(server, "/echo", ssl_context=client_context) as client:
+            client.send("secret")
+            assert client.recv() == "secret"
+        with connect(f"wss://127.0.0.1:{server.port}/echo", ssl_context=client_context) as client:
+            client.send(b"bytes")
+            assert client.recv() == b"bytes"
+        with pytest.raises(ssl.SSLError):
+            connect(f"wss://127.0.0.1:{server.port}/echo")  # the test CA is not trusted

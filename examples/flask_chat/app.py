@@ -5,7 +5,9 @@
 
 The handler lives in ``examples/chat/`` (shared by every chat example). Flask serves
 the page; ``WebSocketMiddleware`` wraps ``app.wsgi_app``, the usual place for WSGI
-middleware in Flask. Under gunicorn: ``gunicorn -k gthread app:app``.
+middleware in Flask. Under gunicorn, from this directory:
+``gunicorn -k gthread --threads 8 app:app`` (one worker: the rooms live in its
+memory; several workers need the Redis group backend).
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ import collections
 import contextlib
 import json
 import socket
+import ssl
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -92,7 +93,7 @@ class HandshakeRejected(WSGIWSError):
 Target = Server | WebSocketMiddleware | tuple[str, int] | int | str
 
 
-def _address(target: Target, path: str) -> tuple[str, int, str]:
+def _address(target: Target, path: str, default_port: int = 80) -> tuple[str, int, str]:
     """Resolve ``target`` to ``(host, port, request target)``."""
     if isinstance(target, WebSocketMiddleware):
         target = target.server
@@ -115,9 +116,9 @@ def _address(target: Target, path: str) -> tuple[str, int, str]:
     if isinstance(target, str):
         url = urlsplit(target)
         if url.scheme != "ws" or url.hostname is None:
-            raise ValueError(f"target URL must be ws://host:port/..., got {target!r}")
+            raise ValueError(f"target URL must be ws:// or wss://, got {target!r}")
         full = (url.path or "/") + (f"?{url.query}" if url.query else "")
-        return url.hostname, url.port or 80, full if path == "/" else path
+        return url.hostname, url.port or default_port, full if path == "/" else path
     raise TypeError(f"target must be a Server, middleware, address or URL, got {target!r}")
 
 
@@ -299,6 +300,7 @@ def connect(
     headers: Sequence[tuple[str, str]] = (),
     origin: str | None = None,
     subprotocols: Sequence[str] = (),
+    ssl_context: ssl.SSLContext | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
 ) -> Client:
     """Open a WebSocket connection to ``target`` and complete the handshake.
@@ -316,6 +318,9 @@ def connect(
         headers: extra request headers, e.g. ``[("Cookie", "session=…")]``.
         origin: the ``Origin`` header to send, as a browser would.
         subprotocols: subprotocols to offer, in order of preference.
+        ssl_context: connect over TLS (``wss://``) with this client context, e.g.
+            one that trusts the test certificate's authority. Also used for a
+            ``wss://`` URL (the default context when ``None``).
         timeout: seconds allowed for the handshake and the default for
             :meth:`Client.recv` and :meth:`Client.close`; ``None`` waits forever.
 
@@ -323,8 +328,21 @@ def connect(
         HandshakeRejected: the server answered with an HTTP error (403, 404, …).
         OSError: the connection could not be made.
     """
-    host, port, request_target = _address(target, path)
+    if isinstance(target, str) and target.startswith("wss://"):
+        target = "ws://" + target.removeprefix("wss://")
+        if ssl_context is None:
+            ssl_context = ssl.create_default_context()
+        default_port = 443
+    else:
+        default_port = 80
+    host, port, request_target = _address(target, path, default_port)
     sock = socket.create_connection((host, port), timeout=timeout)
+    if ssl_context is not None:
+        try:
+            sock = ssl_context.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
     ws = WSConnection(ConnectionType.CLIENT)
     extra = [(name, value) for name, value in headers]
     if origin is not None:

@@ -93,3 +93,25 @@ def test_screenshot_of_two_people_talking(
     ada.screenshot(path=str(artifacts / f"chat-{Path(example.script).parent.name}.png"))
     if example.script.parent.name == "flask_chat":
         ada.screenshot(path=str(artifacts / "chat.png"))
+
+
+def test_opening_another_room_moves_the_person(
+    browser: Browser, contexts: list[BrowserContext], example: Example
+) -> None:
+    """Opening another room from the sidebar leaves the old room and joins the new one."""
+    ada = open_chat(browser, contexts, example.url, "Ada", room="first")
+    bob = open_chat(browser, contexts, example.url, "Bob", room="first")
+    expect(ada.locator("#online .person")).to_have_text(["Ada", "Bob"])
+
+    bob.locator("#new-room-name").fill("second")
+    bob.locator("#new-room-name").press("Enter")
+    expect(bob.locator("#room-name")).to_have_text("second")
+    expect(bob.locator("#messages .notice", has_text="You joined #second")).to_have_count(1)
+    expect(bob.locator("#online .person")).to_have_text(["Bob"])
+    expect(ada.locator("#online .person")).to_have_text(["Ada"])
+    expect(ada.locator("#messages .notice", has_text="Bob left")).to_have_count(1)
+
+    bob.locator('#rooms a[data-room="first"]').click()  # back, through the room list
+    expect(ada.locator("#online .person")).to_have_text(["Ada", "Bob"])
+    say(bob, "I'm back")
+    expect(ada.locator("#messages .message", has_text="I'm back")).to_have_count(1)
