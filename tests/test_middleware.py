@@ -334,3 +334,29 @@ def test_handshake_errors_are_answered_by_the_loop(registry: wsgiws.Registry) ->
         with connect(f"ws://127.0.0.1:{port}/ws?token=ok", open_timeout=TIMEOUT) as ws:
             ws.close(4006)
         assert ws.close_code == 4006
+
+
+def test_same_port_environ_is_a_complete_wsgi_environ(registry: wsgiws.Registry) -> None:
+    """The environ a same-port handler sees has an empty wsgi.input and wsgi.errors."""
+    seen: dict[str, Any] = {}
+
+    @registry.namespace(r"/env")
+    class Env(wsgiws.BaseWSClass):
+        @classmethod
+        def on_connect(cls, websocket: wsgiws.WebSocket, path: str) -> None:
+            environ = websocket.environ
+            seen.update(
+                body=environ["wsgi.input"].read(),
+                errors=hasattr(environ["wsgi.errors"], "write"),
+                path=environ["PATH_INFO"],
+                query=environ["QUERY_STRING"],
+                sockets=[k for k in environ if k.endswith(".socket")],
+            )
+
+    with (
+        wsgiws.WebSocketMiddleware(http_app, registry=registry) as middleware,
+        wsgiref_serving(middleware) as port,
+        connect(f"ws://127.0.0.1:{port}/env?x=1", open_timeout=TIMEOUT),
+    ):
+        pass
+    assert seen == {"body": b"", "errors": True, "path": "/env", "query": "x=1", "sockets": []}

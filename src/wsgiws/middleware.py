@@ -31,6 +31,7 @@ Fallbacks, never a hang or a silent failure:
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Iterable
 from http import HTTPStatus
@@ -61,7 +62,9 @@ _UNPREFIXED: Final = {"CONTENT_TYPE": "content-type", "CONTENT_LENGTH": "content
 
 #: Keys of the server's environ that are not copied into a WebSocket's environ:
 #: they refer to the server's side of the connection, which is dead after a hand-off.
-_SERVER_ONLY_KEYS: Final = ("gunicorn.socket", "werkzeug.socket", "wsgi.input", "wsgi.errors")
+#: ``wsgi.input`` is replaced by an empty stream (a handshake has no body), so that
+#: the environ stays a complete PEP 3333 environ for code such as Django's WSGIRequest.
+_SERVER_ONLY_KEYS: Final = ("gunicorn.socket", "werkzeug.socket", "wsgi.input")
 
 
 def is_websocket_upgrade(environ: WSGIEnvironment) -> bool:
@@ -179,6 +182,7 @@ class WebSocketMiddleware:
             )
         closed = None if taken.redirected else threading.Event()
         ws_environ = {k: v for k, v in environ.items() if k not in _SERVER_ONLY_KEYS}
+        ws_environ["wsgi.input"] = io.BytesIO(b"")
         try:
             self.server.adopt_threadsafe(
                 taken.sock,
