@@ -24,7 +24,7 @@ def echo_registry(registry: wsgiws.Registry) -> wsgiws.Registry:
     class Echo(wsgiws.BaseWSClass):
         @classmethod
         def on_message(cls, websocket: wsgiws.WebSocket, message: str | bytes) -> None:
-            if message == "close me":
+            if isinstance(message, str) and message == "close me":
                 websocket.close(4001, "as asked")
             else:
                 websocket.send(message)
