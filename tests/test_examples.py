@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from .helpers import TIMEOUT, wait_for
@@ -104,3 +105,25 @@ def test_desktop_monitor_pushes_samples(run_example: Callable[..., int]) -> None
             assert message["type"] == "sample"
             assert len(message["sample"]["load"]) == 3
             assert 0 <= message["sample"]["cpu"] <= 100
+
+
+def test_chat_protocol(run_example: Callable[..., int]) -> None:
+    """The chat refuses a nameless handshake, ignores junk, and relays messages with names."""
+    port = run_example("wsgiref_chat/app.py")
+    with pytest.raises(InvalidStatus) as info:
+        connect(f"ws://127.0.0.1:{port}/chat/lobby", open_timeout=TIMEOUT)
+    assert info.value.response.status_code == 400
+    url = f"ws://127.0.0.1:{port}/chat/proto?name="
+    with (
+        connect(url + "Ada", open_timeout=TIMEOUT) as ada,
+        connect(url + "B%C3%A9a", open_timeout=TIMEOUT) as bea,
+    ):
+        assert json.loads(ada.recv(timeout=TIMEOUT))["online"] == ["Ada"]
+        assert json.loads(bea.recv(timeout=TIMEOUT))["online"] == ["Ada", "Béa"]
+        bea.send("not json")
+        bea.send(json.dumps({"text": "  hello <b>  "}))
+        seen = [json.loads(ada.recv(timeout=TIMEOUT)) for _ in range(4)]
+        types = [m["type"] for m in seen]
+        assert types.count("join") == 1 and types.count("message") == 1
+        message = next(m for m in seen if m["type"] == "message")
+        assert (message["name"], message["text"]) == ("Béa", "hello <b>")

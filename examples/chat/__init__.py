@@ -27,8 +27,8 @@ import wsgiws
 #: The page's JavaScript, stylesheet and HTML.
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
-#: Names and rooms: short, printable, and safe in a URL.
-NAME = re.compile(r"[^\x00-\x1f<>]{1,24}")
+#: Names: 1 to 24 printable characters (pages show them as text, never as HTML).
+NAME = re.compile(r"[^\x00-\x1f\x7f]{1,24}")
 MAX_TEXT = 2000
 #: Rooms the page offers; people may open others by name.
 ROOMS = ("lobby", "python", "random")
