@@ -312,8 +312,9 @@ def test_server_log_has_no_error(servers: dict[str, ServerProcess], name: str) -
 def test_shutdown_with_websockets_open(servers: dict[str, ServerProcess]) -> None:
     """Stopping each server (SIGTERM) with a WebSocket open sends 1001 and logs no error.
 
-    Django's runserver has no SIGTERM handler, so its process dies without running
-    exit hooks: its clients see the connection drop (1006) instead.
+    Django's autoreloader turns SIGTERM into ``sys.exit(0)`` in the main thread, so
+    the exit hook usually sends 1001; a process torn down before the hook runs drops
+    its clients (1006). Both are accepted for it.
     """
     with contextlib.ExitStack() as stack:
         sockets = {name: stack.enter_context(ws_connect(servers[name])) for name in HANDOFF}
@@ -328,4 +329,4 @@ def test_shutdown_with_websockets_open(servers: dict[str, ServerProcess]) -> Non
             with pytest.raises(ConnectionClosed) as info:
                 ws.recv(timeout=TIMEOUT)
             code = info.value.rcvd.code if info.value.rcvd is not None else 1006
-            assert code == (1006 if name == "django" else 1001), name
+            assert code in ((1001, 1006) if name == "django" else (1001,)), name
