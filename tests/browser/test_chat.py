@@ -63,6 +63,8 @@ def test_pages_reconnect_after_a_server_restart(
     for page in (ada, bob):
         expect(page.locator("#status")).to_have_attribute("data-state", "open", timeout=30_000)
         expect(page.locator("#messages .notice", has_text="Reconnected")).to_have_count(1)
+        # One notice per outage, however many attempts it took.
+        expect(page.locator("#messages .notice", has_text="Connection lost")).to_have_count(1)
     expect(bob.locator("#online li")).to_have_count(2)
     say(bob, "back again")
     message = ada.locator("#messages .message", has_text="back again")

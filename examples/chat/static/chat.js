@@ -123,6 +123,7 @@ function renderRooms() {
 }
 
 function renderMe() {
+  $(".me").hidden = !name;
   $("#me").textContent = name;
   const me = $("#me-avatar");
   me.textContent = [...name][0]?.toUpperCase() ?? "";
@@ -164,12 +165,19 @@ function renderState(state, delay) {
 
 // -- events from the server ------------------------------------------------------
 
+let wasOpen = false;
+
 socket.addEventListener("statechange", (event) => {
   renderState(event.detail.state, event.detail.delay);
+  if (event.detail.state === "open") wasOpen = true;
 });
 
+// One notice per outage, not one per failed attempt; the online list goes grey
+// until the server confirms it again.
 socket.addEventListener("close", () => {
-  if (joinedOnce && socket.state !== "closed") addNotice("Connection lost. Reconnecting…");
+  if (wasOpen && socket.state !== "closed") addNotice("Connection lost. Reconnecting…");
+  wasOpen = false;
+  $("#online").classList.add("stale");
 });
 
 socket.addEventListener("message", (event) => {
@@ -178,6 +186,7 @@ socket.addEventListener("message", (event) => {
     case "welcome":
       addNotice(joinedOnce ? `Reconnected to #${msg.room}` : `You joined #${msg.room}`);
       joinedOnce = true;
+      $("#online").classList.remove("stale");
       renderOnline(msg.online);
       break;
     case "join":
@@ -253,8 +262,8 @@ $("#rename").addEventListener("click", askName);
 renderRoom();
 renderOnline([]);
 renderState("closed");
+renderMe();
 if (name) {
-  renderMe();
   socket.open();
 } else {
   askName();
