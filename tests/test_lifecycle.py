@@ -244,3 +244,20 @@ def test_none_disables_timeouts_and_size_limit() -> None:
         origins=None,
     )
     assert options.max_message_size is None
+
+
+def test_close_releases_a_socket_handed_over_too_late(registry: wsgiws.Registry) -> None:
+    """A socket handed over when the loop can no longer take it is closed by close()."""
+    server = wsgiws.Server(port=None, registry=registry)
+    server.start()
+    server.loop.stop_threadsafe()  # the loop ends; the server still counts as running
+    assert server._loop_done.wait(TIMEOUT)
+    ours, theirs = socket.socketpair()
+    closed = threading.Event()
+    server.adopt_threadsafe(ours, ("127.0.0.1", 1), "/", [("host", "x")], closed=closed)
+    server.close(timeout=0.5)
+    assert closed.is_set()
+    assert ours.fileno() == -1
+    theirs.settimeout(TIMEOUT)
+    assert theirs.recv(1) == b""  # the peer sees the connection closed
+    theirs.close()

@@ -106,6 +106,9 @@ class Server:
         self._sockets: set[Connection] = set()
         # Under _lock: connections whose handler lifecycle is not over.
         self._active: set[Connection] = set()
+        # Under _lock: sockets handed over by a WSGI server, not yet taken by the loop.
+        # (mapped to the event to set once it is closed, for a parked request thread).
+        self._adopting: dict[socket.socket, threading.Event | None] = {}
         self._thread: threading.Thread | None = None
         self._loop_done = threading.Event()
         # Created by start(): a server that never starts holds no descriptors.
@@ -246,6 +249,11 @@ class Server:
         self.pool.shutdown(timeout=0.5)
         with self._lock:
             self._state = "closed"
+            orphans, self._adopting = self._adopting, {}
+        for sock, closed in orphans.items():
+            sock.close()
+            if closed is not None:
+                closed.set()
         _servers.discard(self)
         logger.info("stopped")
 
@@ -282,7 +290,13 @@ class Server:
             closed: set once the loop has closed ``sock`` (or refused it), for a
                 caller that waits for the end of the connection.
         """
-        if self._state != "running":
+        with self._lock:
+            running = self._state == "running"
+            if running:
+                # Until the loop takes it, close() may have to close it: a callback
+                # queued just before the loop stops never runs.
+                self._adopting[sock] = closed
+        if not running:
             sock.close()
             if closed is not None:
                 closed.set()
@@ -291,6 +305,10 @@ class Server:
         self._configure(sock)
 
         def adopt() -> None:
+            with self._lock:
+                if sock not in self._adopting:
+                    return  # close() got there first and closed it
+                del self._adopting[sock]
             connection = self._new_connection(sock, remote_addr, environ)
             if connection is None:
                 if closed is not None:
@@ -429,8 +447,11 @@ class Server:
         for connection in self._sockets:
             with contextlib.suppress(OSError):
                 connection.sock.close()  # the parent keeps serving these
+        for sock in self._adopting:
+            sock.close()  # the parent's hand-over, not this process's
         self._sockets = set()
         self._active = set()
+        self._adopting = {}
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._loop_done = threading.Event()
