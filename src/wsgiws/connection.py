@@ -148,15 +148,13 @@ class Connection:
 
     # == loop thread ===============================================================
 
-    def start(self, initial: bytes = b"") -> None:
+    def start(self) -> None:
         """Begin serving: watch the socket and arm the handshake timer (loop thread)."""
         self._set_reading(True)
         if self.options.handshake_timeout is not None:
             self._timer = self.loop.call_later(
                 self.options.handshake_timeout, self._handshake_expired
             )
-        if initial:
-            self._received(initial)
 
     def start_upgraded(
         self, target: str, headers: list[tuple[str, str]], initial: bytes = b""
