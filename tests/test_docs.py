@@ -26,7 +26,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import re
-import socket
 import subprocess
 import sys
 import textwrap
@@ -37,7 +36,7 @@ import pytest
 
 from wsgiws.options import Options
 
-from .helpers import FACTOR, wait_for
+from .helpers import FACTOR, free_port, listening, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -115,22 +114,6 @@ def all_blocks() -> list[Block]:
 
 
 BLOCKS = all_blocks()
-
-
-def free_port() -> int:
-    """Return a loopback port that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def listening(port: int) -> bool:
-    """Tell whether something accepts TCP connections on ``port``."""
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 @pytest.mark.parametrize("block", [b for b in BLOCKS if b.mode == "run"], ids=lambda b: b.id)

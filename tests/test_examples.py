@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -14,25 +13,9 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from .helpers import TIMEOUT, wait_for
+from .helpers import TIMEOUT, free_port, listening, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    """Return a loopback port that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def listening(port: int) -> bool:
-    """Tell whether something accepts TCP connections on ``port``."""
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 @pytest.fixture

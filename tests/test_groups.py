@@ -23,7 +23,7 @@ import wsgiws
 from wsgiws.groups import Envelope, LocalHub, hub
 from wsgiws.redis_groups import pack, unpack
 
-from .helpers import TIMEOUT, serve, wait_for
+from .helpers import TIMEOUT, serve, stalled_client, wait_for
 
 
 @pytest.fixture(autouse=True)
@@ -316,26 +316,6 @@ def test_group_api_from_many_threads(registry: wsgiws.Registry, rooms: Rooms) ->
         check(got, False)
 
 
-def stalled_member(port: int, path: str) -> socket.socket:
-    """A client that completes the handshake and then never reads again."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window
-    sock.settimeout(TIMEOUT)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)
-        assert chunk, "closed during the handshake"
-        head += chunk
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
-
-
 def test_stalled_member_is_closed_and_others_get_everything(
     registry: wsgiws.Registry, rooms: Rooms
 ) -> None:
@@ -346,7 +326,7 @@ def test_stalled_member_is_closed_and_others_get_everything(
     with (
         serve(registry, write_limit=write_limit) as server,
         clients(server, name, count=2, max_queue=None) as readers,
-        contextlib.closing(stalled_member(int(server.port or 0), f"/room?join={name}")),
+        contextlib.closing(stalled_client(int(server.port or 0), f"/room?join={name}")),
     ):
         wait_for(lambda: len(wsgiws.group(name)) == 3)
         reader_ids = {cid for _, cid in readers}

@@ -12,7 +12,8 @@ from playwright.sync_api import Browser, BrowserContext, expect, sync_playwright
 
 from tests.helpers import FACTOR
 
-from .support import ROOT, Example, free_port
+from ..helpers import free_port
+from .support import ROOT, Example
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,13 +18,6 @@ from tests.helpers import FACTOR
 ROOT = Path(__file__).resolve().parents[2]
 #: Seconds an example may take to serve its page after its start.
 START_TIMEOUT = 30.0 * FACTOR
-
-
-def free_port() -> int:
-    """Return a loopback port that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Example:

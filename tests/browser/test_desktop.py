@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, expect
 
-from .support import ROOT, Example, free_port
+from ..helpers import free_port
+from .support import ROOT, Example
 
 MONITOR = ROOT / "examples" / "desktop" / "monitor.py"
 

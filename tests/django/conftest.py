@@ -119,13 +119,6 @@ def session_cookie(username: str) -> str:
     return f"sessionid={client.cookies['sessionid'].value}"
 
 
-def free_port() -> int:
-    """A port that was free a moment ago (for servers that need a fixed port)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def port_is_free(port: int) -> bool:
     """Tell whether a listening socket can be bound to ``port`` right now."""
     with socket.socket() as sock:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from ..helpers import FACTOR
-from .conftest import Process, free_port
+from ..helpers import FACTOR, free_port
+from .conftest import Process
 from .test_django_example import EXAMPLE, PASSWORD
 
 pytestmark = [pytest.mark.django, pytest.mark.browser, pytest.mark.slow]

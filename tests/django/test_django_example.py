@@ -16,8 +16,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Origin
 
-from ..helpers import TIMEOUT
-from .conftest import ROOT, Process, free_port
+from ..helpers import TIMEOUT, free_port
+from .conftest import ROOT, Process
 
 pytestmark = [pytest.mark.django, pytest.mark.slow]
 

@@ -17,14 +17,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidMessage
 from websockets.sync.client import connect
 
-from ..helpers import TIMEOUT, wait_for
-from .conftest import (
-    Process,
-    create_user,
-    free_port,
-    port_is_free,
-    session_cookie,
-)
+from ..helpers import TIMEOUT, free_port, wait_for
+from .conftest import Process, create_user, port_is_free, session_cookie
 
 pytestmark = [pytest.mark.django, pytest.mark.slow]
 

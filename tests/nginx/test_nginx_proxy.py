@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-from tests.helpers import TIMEOUT
-from tests.servers.procs import ServerProcess, free_port, running
+from tests.helpers import TIMEOUT, free_port
+from tests.servers.procs import ServerProcess, running
 
 pytestmark = pytest.mark.nginx
 

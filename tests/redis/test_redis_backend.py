@@ -14,8 +14,8 @@ from websockets.sync.client import connect
 import wsgiws
 from wsgiws.redis_groups import RedisBackend
 
-from ..helpers import TIMEOUT, serve, wait_for
-from .conftest import RedisServer, Spawner, free_port
+from ..helpers import TIMEOUT, free_port, serve, wait_for
+from .conftest import RedisServer, Spawner
 
 pytestmark = pytest.mark.redis
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import threading
 import urllib.parse
 import urllib.request
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from ..helpers import TIMEOUT, wait_for
+from ..helpers import TIMEOUT, stalled_client, wait_for
 from .conftest import RedisServer, Spawner
 
 pytestmark = pytest.mark.redis
@@ -181,26 +180,6 @@ def test_redis_restart_is_survived_and_the_loss_is_logged(
         expect_all(on_a + on_b, "m4")
 
 
-def stalled_member(port: int | str, group: str) -> socket.socket:
-    """A member that completes the handshake and then never reads again."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window
-    sock.settimeout(TIMEOUT)
-    sock.connect(("127.0.0.1", int(port)))
-    sock.sendall(
-        f"GET /room/{group} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    head = b""
-    while b"\r\n\r\n" not in head:
-        chunk = sock.recv(1)
-        assert chunk, "closed during the handshake"
-        head += chunk
-    assert head.startswith(b"HTTP/1.1 101"), head
-    return sock
-
-
 def test_a_member_that_stops_reading_is_closed_and_delays_no_one(
     redis_server: RedisServer, spawn: Spawner
 ) -> None:
@@ -217,7 +196,7 @@ def test_a_member_that_stops_reading_is_closed_and_delays_no_one(
         connect(ws_url(port_b, "/ctl"), open_timeout=TIMEOUT) as ctl_b,
         # The readers' client threads read as fast as the server writes.
         members(port_a, "feed", 2, max_queue=None) as readers,
-        contextlib.closing(stalled_member(port_a, "feed")),
+        contextlib.closing(stalled_client(int(port_a), "/room/feed")),
     ):
         before = command(ctl_a, op="members", group="feed")
         assert len(before["buffers"]) == 3

@@ -7,7 +7,6 @@ import dataclasses
 import os
 import re
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tests.helpers import TIMEOUT
+
+from ..helpers import free_port
 
 #: The repository root: subprocesses import ``tests.servers.matrix_app`` from it.
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,13 +104,6 @@ _PORT_LINES = [
     re.compile(r"Listening at: https?://127\.0\.0\.1:(\d+)"),
     re.compile(r"Starting development server at http://127\.0\.0\.1:(\d+)/"),
 ]
-
-
-def free_port() -> int:
-    """Return a port that was free a moment ago (for servers that cannot bind 0)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServerProcess:
