@@ -760,3 +760,20 @@ def test_permessage_deflate_with_websockets_client(
         assert ws.protocol.extensions == []
         ws.send(text)
         assert ws.recv(TIMEOUT) == text
+
+
+def test_debug_log_names_frames_without_payloads(
+    registry: wsgiws.Registry, rec: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """DEBUG lines give each frame's type and size, never its content or the query."""
+    echo(registry, rec)
+    caplog.set_level(logging.DEBUG, logger="wsgiws.connection")
+    with serve(registry) as server, connect(url(server, "/echo?token=s3cret")) as ws:
+        ws.send("hello secret")
+        assert ws.recv(TIMEOUT) == "hello secret"
+    assert rec.closed.wait(TIMEOUT)
+    lines = [r.getMessage() for r in caplog.records if r.name == "wsgiws.connection"]
+    assert any(line.endswith("< TEXT [12]") for line in lines), lines
+    assert any(line.endswith("> TEXT [12]") for line in lines), lines
+    assert any(line.endswith("< CLOSE 1000") for line in lines), lines
+    assert not any("secret" in line for line in lines), lines

@@ -31,6 +31,7 @@ would make the kernel send a reset, which can destroy the close frame in flight.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import secrets
 import socket
@@ -145,6 +146,8 @@ class Connection:
             connection_logger,
             {"websocket": f"{self.id} {remote_addr[0]}:{remote_addr[1]}"},
         )
+        # Checked once: per-frame DEBUG lines cost nothing when DEBUG is off.
+        self.debug = connection_logger.isEnabledFor(logging.DEBUG)
 
     # == loop thread ===============================================================
 
@@ -256,7 +259,8 @@ class Connection:
                 self._handshake(event)
             elif isinstance(event, CloseReceived):
                 self._set_close(event.code, event.reason)
-                self.log.debug("< close %s %s", event.code, event.reason)
+                if self.debug:
+                    self.log.debug("< CLOSE %s", event.code)
                 self._close_after_flush()
             elif isinstance(event, Failed):
                 self._failed(event)
@@ -321,6 +325,8 @@ class Connection:
         self._check_broken()
 
     def _dispatch_message(self, data: str | bytes) -> None:
+        if self.debug:
+            self.log.debug("< %s [%d]", "TEXT" if isinstance(data, str) else "BINARY", len(data))
         with self.lock:
             self._queued += 1
             pause = self._queued > self.options.max_queue
@@ -555,6 +561,9 @@ class Connection:
 
     def send_message(self, message: str | bytes) -> None:
         """Encode and send a message (any thread)."""
+        if self.debug:
+            kind = "TEXT" if isinstance(message, str) else "BINARY"
+            self.log.debug("> %s [%d]", kind, len(message))
         self.send_frame(encode_message(message, self.proto.deflate_bits))
 
     def send_prepared(self, message: PreparedMessage) -> None:
@@ -606,6 +615,8 @@ class Connection:
             self.proto.close(code, reason)
             self._write_locked(self.proto.data_to_send())
             self._set_close(code, reason)
+        if self.debug:
+            self.log.debug("> CLOSE %s", code)
         self.loop.call_soon_threadsafe(self._locally_closed)
 
     def _locally_closed(self) -> None:
