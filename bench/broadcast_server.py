@@ -20,23 +20,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "servers"))
 
-from _common import MAX_MESSAGE_SIZE, announce_port, broadcast_payloads, parse_go
+import wsgiws_echo  # noqa: F401 - registers the /echo and /bcast handlers
+from _common import MAX_MESSAGE_SIZE, announce_port
 
 import wsgiws
 from wsgiws.redis_groups import RedisBackend
-
-
-@wsgiws.Namespace(r"/bcast")
-class Bcast(wsgiws.BaseWSClass):
-    @classmethod
-    def on_message(cls, websocket: wsgiws.WebSocket, message: str | bytes) -> None:
-        if message == "join":
-            websocket.join("g")
-            websocket.send("joined")
-        elif (go := parse_go(message)) is not None:
-            group = wsgiws.group("g")
-            for payload in broadcast_payloads(*go):
-                group.send(payload)
 
 
 def main() -> None:
