@@ -261,3 +261,46 @@ def test_close_releases_a_socket_handed_over_too_late(registry: wsgiws.Registry)
     theirs.settimeout(TIMEOUT)
     assert theirs.recv(1) == b""  # the peer sees the connection closed
     theirs.close()
+
+
+def test_out_of_descriptors_pauses_accepting_then_recovers() -> None:
+    """EMFILE at accept is logged a few times, not in a busy loop, and serving resumes."""
+    with run_script(
+        """
+        import logging, resource, socket
+        logging.basicConfig(level=logging.ERROR, format="%(message)s")
+        server = wsgiws.Server(port=0)
+        server.start()
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        held = []
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        try:
+            while True:
+                held.append(socket.socket())  # use up the descriptors
+        except OSError:
+            pass
+        print(server.port, flush=True)
+        sys.stdin.readline()  # the test has connected: accept() fails with EMFILE
+        import time
+        time.sleep(1.5)  # the duration under test: out of descriptors this long
+        for sock in held:
+            sock.close()
+        print("freed", flush=True)
+        sys.stdin.readline()
+        server.close()
+        """
+    ) as proc:
+        assert proc.stdout is not None and proc.stdin is not None and proc.stderr is not None
+        port = int(proc.stdout.readline())
+        waiting = socket.create_connection(("127.0.0.1", port))  # queued, not accepted
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().strip() == "freed"
+        waiting.close()
+        with connect(f"ws://127.0.0.1:{port}/pid", open_timeout=TIMEOUT) as ws:
+            assert ws.recv(TIMEOUT) == str(proc.pid)
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.wait(TIMEOUT) == 0
+        errors = [line for line in proc.stderr.read().splitlines() if "accept failed" in line]
+    assert 1 <= len(errors) <= 10, errors

@@ -30,6 +30,9 @@ __all__ = ["Server"]
 #: Connections accepted per readiness of a listening socket, so that a flood of
 #: connections cannot starve established ones of the loop.
 ACCEPT_BATCH = 64
+#: Seconds without accepting after accept() fails for lack of resources (EMFILE,
+#: ENFILE, ENOBUFS): long enough not to spin, short enough to recover quickly.
+ACCEPT_BACKOFF = 0.5
 
 # Every server not yet closed, for the atexit and fork hooks.
 _servers: weakref.WeakSet[Server] = weakref.WeakSet()
@@ -365,8 +368,12 @@ class Server:
                 except (BlockingIOError, InterruptedError):
                     return
                 except OSError as exc:
-                    # EMFILE and the like: log, and let the next readiness retry.
-                    logger.error("accept failed: %s", exc)
+                    # EMFILE and the like. The pending connection stays queued, so
+                    # the listener stays readable: retrying at once would spin the
+                    # loop and flood the log. Stop watching it for a moment.
+                    logger.error("accept failed: %s; not accepting for %.1f s", exc, ACCEPT_BACKOFF)
+                    self.loop.remove_socket(listener)
+                    self.loop.call_later(ACCEPT_BACKOFF, resume)
                     return
                 self._configure(sock)
                 if self.ssl_context is not None:
@@ -382,6 +389,10 @@ class Server:
                 connection = self._new_connection(sock, addr, None)
                 if connection is not None:
                     connection.start()
+
+        def resume() -> None:
+            if listener in self._listeners and listener.fileno() >= 0:
+                self.loop.add_socket(listener, accept)
 
         return accept
 
