@@ -18,8 +18,6 @@ refused:
 
 from __future__ import annotations
 
-import io
-import sys
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
@@ -119,16 +117,6 @@ def _resolve(user: Any) -> Any:
     return user
 
 
-def _request_environ(environ: dict[str, Any]) -> dict[str, Any]:
-    """A copy of the handshake's environ with the input and error streams PEP 3333
-    requires (in same-port mode the WSGI server's own are not passed on: they belong
-    to a connection that is now a WebSocket)."""
-    environ = dict(environ)
-    environ.setdefault("wsgi.input", io.BytesIO(b""))
-    environ.setdefault("wsgi.errors", sys.stderr)
-    return environ
-
-
 class DjangoMiddlewareMixin(BaseMixin):
     """Run ``WEBSOCKET_MIDDLEWARE`` on the handshake; set ``request``, ``user``,
     ``session``.
@@ -161,7 +149,8 @@ class DjangoMiddlewareMixin(BaseMixin):
     @classmethod
     def on_connect(cls, websocket: WebSocket, path: str) -> None:
         """Run the middleware chain on a ``WSGIRequest`` of the handshake (worker thread)."""
-        request = WSGIRequest(_request_environ(websocket.environ))
+        # A copy: middleware may change request.META, which is the environ itself.
+        request = WSGIRequest(dict(websocket.environ))
         response = middleware_chain()(request)
         if not isinstance(response, PassThrough):
             status = refusal_status(response.status_code)
