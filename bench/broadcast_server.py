@@ -13,15 +13,13 @@ sends the round's n binary messages to the group.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "servers"))
 
-import wsgiws_echo  # noqa: F401 - registers the /echo and /bcast handlers
-from _common import MAX_MESSAGE_SIZE, announce_port
+from _common import MAX_MESSAGE_SIZE
+from wsgiws_echo import serve_until_signal  # also registers /echo and /bcast
 
 import wsgiws
 from wsgiws.redis_groups import RedisBackend
@@ -46,18 +44,9 @@ def main() -> None:
         max_message_size=MAX_MESSAGE_SIZE,
         reuse_port=args.reuse_port,
     )
-    server.start()
-    port = server.port
-    assert port is not None
-    announce_port(port)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        while not stop.wait(0.5):
-            pass
+        serve_until_signal(server)
     finally:
-        server.close()
         backend.close()
         if backend.lost_messages:
             print(f"broadcast_server: {backend.lost_messages} message(s) lost", file=sys.stderr)

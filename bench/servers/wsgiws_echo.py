@@ -40,9 +40,8 @@ class Bcast(wsgiws.BaseWSClass):
                 group.send(payload)
 
 
-def main() -> None:
-    args = parse_args(__doc__ or "")
-    server = wsgiws.Server(host=args.host, port=args.port, max_message_size=MAX_MESSAGE_SIZE)
+def serve_until_signal(server: wsgiws.Server) -> None:
+    """Start ``server``, announce its port, and close it on SIGTERM or SIGINT."""
     server.start()  # returns once listening; the loop runs on a daemon thread
     port = server.port
     assert port is not None  # we always listen
@@ -55,6 +54,13 @@ def main() -> None:
             pass
     finally:
         server.close()
+
+
+def main() -> None:
+    args = parse_args(__doc__ or "")
+    serve_until_signal(
+        wsgiws.Server(host=args.host, port=args.port, max_message_size=MAX_MESSAGE_SIZE)
+    )
 
 
 if __name__ == "__main__":
