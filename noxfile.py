@@ -1,19 +1,38 @@
-"""Development sessions: ``nox`` runs tests, lint and typing; see ``nox -l``."""
+"""Development sessions: ``nox`` runs tests, lint and typing; see ``nox -l``.
+
+Every session installs from ``requirements/constraints.txt``, the pinned versions the
+suite was last run with (``nox -s lock`` refreshes it); ``nox -s tests_latest`` runs
+the suite against the newest releases instead.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import nox
 
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["tests", "lint", "typing"]
 nox.options.reuse_existing_virtualenvs = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
+ROOT = Path(__file__).resolve().parent
+
+#: The supported interpreters, lowest first (``requires-python`` and the classifiers).
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+
+#: Every pinned test, lint, typing and docs dependency (``nox -s lock`` writes it).
+CONSTRAINTS = ROOT / "requirements" / "constraints.txt"
+
+#: The tool that writes the constraints, pinned like everything else.
+UV = "uv==0.13.9"
+
+#: The suite's coverage floor, checked on full runs only (a ``-k`` run covers less).
+COVERAGE_FLOOR = 85
 
 #: Debian packages the test suite runs for real: Redis for the group fan-out tests,
 #: nginx for the reverse-proxy tests, Chromium for the browser tests. Installed when
@@ -23,6 +42,56 @@ DEBIAN_PACKAGES = {
     "nginx": "nginx",
     "chromium": "chromium",
 }
+
+
+def _runs(version: str) -> bool:
+    """Tell whether ``python<version>`` is on the PATH and starts (a pyenv shim of a
+    version that is installed but not selected is on the PATH and fails)."""
+    exe = shutil.which(f"python{version}")
+    if exe is None:
+        return False
+    try:
+        done = subprocess.run([exe, "-c", ""], capture_output=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+#: The supported interpreters this machine has.
+PRESENT = [version for version in PYTHONS if _runs(version)]
+
+# ``nox`` alone: the tests on the lowest and the highest interpreter present, lint and
+# typing. ``nox -s tests-3.12`` (or any of ``nox -l``) runs one more.
+nox.options.sessions = [
+    *dict.fromkeys(f"tests-{v}" for v in PRESENT[:1] + PRESENT[-1:]),
+    "lint",
+    "typing",
+]
+if not PRESENT:  # no supported interpreter under its versioned name: the current one
+    nox.options.sessions[0:0] = ["tests_here"]
+
+
+def install(session: nox.Session, *args: str, pinned: bool = True) -> None:
+    """``pip install`` into the session, skipped when this virtualenv already got the
+    same arguments with the same pins and project metadata (a restart is then quick).
+    """
+    if pinned:
+        args = ("-c", str(CONSTRAINTS.relative_to(ROOT)), *args)
+    digest = hashlib.sha256("\0".join(args).encode())
+    for path in (CONSTRAINTS, ROOT / "pyproject.toml"):
+        digest.update(path.read_bytes())
+    stamp = Path(session.virtualenv.location) / ".wsgiws-installed"
+    if stamp.exists() and stamp.read_text() == digest.hexdigest():
+        session.log("dependencies unchanged since the last install")
+        return
+    stamp.unlink(missing_ok=True)
+    session.install(*args)
+    stamp.write_text(digest.hexdigest())
+
+
+def groups(*names: str) -> list[str]:
+    """The requirements of the named dependency groups of ``pyproject.toml``."""
+    return [req for name in names for req in nox.project.dependency_groups(PYPROJECT, name)]
 
 
 def ensure_debian_packages(session: nox.Session) -> None:
@@ -51,30 +120,46 @@ def ensure_debian_packages(session: nox.Session) -> None:
     )
 
 
-@nox.session
-def tests(session: nox.Session) -> None:
-    """Run the test suite with coverage on the current interpreter."""
+def run_tests(session: nox.Session, *, floor: int | None) -> None:
+    """Run pytest under coverage; check ``floor`` only when no arguments narrow the run."""
     ensure_debian_packages(session)
-    session.install("-e", ".[django,redis]", *nox.project.dependency_groups(PYPROJECT, "test"))
     session.run("coverage", "erase")
-    session.run(
-        "python",
-        "-bb",
-        "-m",
-        "coverage",
-        "run",
-        "-m",
-        "pytest",
-        *session.posargs,
-    )
+    session.run("python", "-bb", "-m", "coverage", "run", "-m", "pytest", *session.posargs)
     session.run("coverage", "combine", "--quiet", success_codes=[0, 1])
-    session.run("coverage", "report", "--fail-under=85")
+    if floor is None or session.posargs:
+        session.run("coverage", "report")
+    else:
+        session.run("coverage", "report", f"--fail-under={floor}")
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """Run the test suite with coverage on one interpreter, from the pinned versions."""
+    install(session, "-e", ".[django,redis]", *groups("test"))
+    run_tests(session, floor=COVERAGE_FLOOR)
+
+
+@nox.session
+def tests_here(session: nox.Session) -> None:
+    """Run ``tests`` on the interpreter that runs nox, whatever its version."""
+    tests(session)
+
+
+@nox.session
+def tests_latest(session: nox.Session) -> None:
+    """Run the suite against the newest releases of every dependency (no pins, no floor).
+
+    A failure here that ``tests`` does not show is the next release that breaks the
+    suite or the library: fix it, then refresh the pins with ``nox -s lock``.
+    """
+    install(session, "--upgrade", "-e", ".[django,redis]", *groups("test"), pinned=False)
+    run_tests(session, floor=None)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """Check formatting and lint with ruff."""
-    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    install(session, *groups("lint"))
     session.run("ruff", "format", "--check", ".")
     session.run("ruff", "check", ".")
 
@@ -82,28 +167,31 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typing(session: nox.Session) -> None:
     """Type-check the package, the tests and this file with mypy --strict."""
-    session.install(
-        "-e",
-        ".[django,redis]",
-        *nox.project.dependency_groups(PYPROJECT, "typing"),
-        "nox",
-    )
+    install(session, "-e", ".[django,redis]", *groups("typing"))
     session.run("mypy", "src", "tests", "noxfile.py")
 
 
 @nox.session
 def demo(session: nox.Session) -> None:
     """Run the chat demo on http://127.0.0.1:8000 (Ctrl-C to stop)."""
-    session.install("-e", ".")
+    install(session, "-e", ".")
     session.log("Chat demo: open http://127.0.0.1:8000 in your browser (Ctrl-C to stop)")
     args = session.posargs or ["--host", "127.0.0.1", "--port", "8000"]
     session.run("python", "examples/wsgiref_chat/app.py", *args)
 
 
 @nox.session
+def django_demo(session: nox.Session) -> None:
+    """Run the Django chat example, with logins, on http://127.0.0.1:8000 (Ctrl-C to stop)."""
+    install(session, "-e", ".[django]")
+    args = session.posargs or ["127.0.0.1:8000"]
+    session.run("python", "examples/django_chat/manage.py", "chatdemo", *args)
+
+
+@nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation with Sphinx, warnings as errors, into docs/_build/html."""
-    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, "docs"))
+    install(session, "-e", ".", *groups("docs"))
     build = ["sphinx-build", "-W", "--keep-going", "-b", "html", "docs", "docs/_build/html"]
     session.run(*build, *session.posargs)
 
@@ -111,5 +199,30 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run the benchmarks on loopback against the websockets library's servers."""
-    session.install(".", "websockets")
+    install(session, ".", *groups("bench"))
     session.run("python", "bench/run.py", *session.posargs)
+
+
+@nox.session
+def lock(session: nox.Session) -> None:
+    """Refresh ``requirements/constraints.txt``: the newest versions that fit
+    ``pyproject.toml``, resolved once for every supported Python (``--universal``)."""
+    install(session, UV, pinned=False)
+    session.run(
+        "uv",
+        "pip",
+        "compile",
+        "pyproject.toml",
+        "--all-extras",
+        "--group",
+        "dev",
+        "--universal",
+        "--python-version",
+        PYTHONS[0],
+        "--no-header",
+        "--no-annotate",
+        "--quiet",
+        "-o",
+        str(CONSTRAINTS),
+        *session.posargs,
+    )
