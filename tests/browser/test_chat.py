@@ -117,3 +117,37 @@ def test_opening_another_room_moves_the_person(
     expect(ada.locator("#online .person")).to_have_text(["Ada", "Bob"])
     say(bob, "I'm back")
     expect(ada.locator("#messages .message", has_text="I'm back")).to_have_count(1)
+
+
+def test_each_tab_is_its_own_person(
+    browser: Browser, contexts: list[BrowserContext], example: Example
+) -> None:
+    """Two tabs of one browser are two people; a change of name says so once."""
+    context = browser.new_context(viewport={"width": 1000, "height": 640})
+    contexts.append(context)
+    ada = context.new_page()
+    ada.goto(f"{example.url}#tabs")
+    ada.locator("#name-input").fill("Ada")
+    ada.locator("#name-form button").click()
+    expect(ada.locator("#online .person")).to_have_text(["Ada"])
+
+    # A second tab of the same browser asks for a name instead of joining as Ada.
+    second = context.new_page()
+    second.goto(f"{example.url}#tabs")
+    expect(second.locator("#welcome")).to_be_visible()
+    second.locator("#name-input").fill("Bob")
+    second.locator("#name-form button").click()
+    expect(ada.locator("#online .person")).to_have_text(["Ada", "Bob"])
+    expect(ada.locator("#messages .notice", has_text="Bob joined")).to_have_count(1)
+
+    # A reload keeps the tab's own name.
+    second.reload()
+    expect(second.locator("#me")).to_have_text("Bob")
+    expect(second.locator("#status")).to_have_attribute("data-state", "open")
+
+    ada.locator("#rename").click()
+    ada.locator("#name-input").fill("Grace")
+    ada.locator("#name-form button").click()
+    expect(ada.locator("#online .person")).to_have_text(["Bob", "Grace"])
+    expect(ada.locator("#messages .notice", has_text="You are now Grace")).to_have_count(1)
+    expect(ada.locator("#messages .notice", has_text="You joined #tabs")).to_have_count(1)

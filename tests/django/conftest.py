@@ -8,6 +8,7 @@ are restored afterwards; other tests never see Django configured by these fixtur
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import re
 import signal
@@ -196,6 +197,24 @@ class Process:
                         f"no line matching {pattern!r}; output:\n" + "\n".join(self.lines)
                     )
                 self._cond.wait(min(remaining, 0.5))
+
+    def wait_http(self, port: int, timeout: float = 3 * TIMEOUT) -> None:
+        """Wait until ``port`` answers an HTTP request (any status), as a deployment's
+        health check would; fail if the process exits or ``timeout`` passes first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+            try:
+                conn.request("HEAD", "/")
+                conn.getresponse().read()
+                return
+            except OSError:
+                pass  # not listening yet
+            finally:
+                conn.close()
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"nothing answers on port {port}; output:\n{self.output()}")
+            time.sleep(0.05)  # polling a starting server: no event to await
 
     def output(self) -> str:
         """Everything the process printed so far."""

@@ -49,7 +49,7 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         cwd=EXAMPLE,
     )
     try:
-        process.wait_line(rf"Starting development server at http://127\.0\.0\.1:{port}/")
+        process.wait_http(port)
         yield f"http://127.0.0.1:{port}"
     finally:
         process.stop()
@@ -64,7 +64,7 @@ def log_in(browser: Browser, site: str, username: str) -> Page:
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
     expect(page.locator("#me")).to_have_text(username, timeout=EXPECT_TIMEOUT)
-    expect(page.locator("#status")).to_have_text("connected", timeout=EXPECT_TIMEOUT)
+    expect(page.locator("#status")).to_have_attribute("data-state", "open", timeout=EXPECT_TIMEOUT)
     return page
 
 
@@ -73,16 +73,23 @@ def test_chat_in_the_browser(browser: Browser, site: str) -> None:
     alice = log_in(browser, site, "alice")
     bob = log_in(browser, site, "bob")
     try:
-        expect(alice.locator("#log")).to_contain_text("bob joined", timeout=EXPECT_TIMEOUT)
+        expect(alice.locator("#messages .notice", has_text="bob joined")).to_have_count(
+            1, timeout=EXPECT_TIMEOUT
+        )
+        expect(alice.locator("#online .person")).to_have_text(["alice", "bob"])
         alice.fill("#text", "hello <b>bob</b>")
         alice.press("#text", "Enter")
-        line = bob.locator("#log p", has_text="hello")
-        expect(line.locator(".user")).to_have_text("alice", timeout=EXPECT_TIMEOUT)
-        expect(line.locator(".text")).to_have_text(": hello <b>bob</b>")  # text, not HTML
+        line = bob.locator("#messages .message", has_text="hello")
+        expect(line.locator(".sender")).to_have_text("alice", timeout=EXPECT_TIMEOUT)
+        expect(line.locator(".text")).to_have_text("hello <b>bob</b>")  # text, not HTML
         bob.fill("#text", "hi alice")
         bob.press("#text", "Enter")
-        reply = alice.locator("#log p", has_text="hi alice")
-        expect(reply.locator(".user")).to_have_text("bob", timeout=EXPECT_TIMEOUT)
+        reply = alice.locator("#messages .message", has_text="hi alice")
+        expect(reply.locator(".sender")).to_have_text("bob", timeout=EXPECT_TIMEOUT)
+        # Reloading shows the room's stored history again, with the senders.
+        bob.reload()
+        stored = bob.locator("#messages .message")
+        expect(stored.locator(".sender")).to_have_text(["alice", "bob"], timeout=EXPECT_TIMEOUT)
     finally:
         alice.context.close()
         bob.context.close()

@@ -36,7 +36,7 @@ def chat(tmp_path: Path) -> Iterator[int]:
         cwd=EXAMPLE,
     )
     try:
-        process.wait_line(rf"Starting development server at http://127\.0\.0\.1:{port}/")
+        process.wait_http(port)
         yield port
     finally:
         process.stop()
@@ -80,7 +80,7 @@ def log_in(port: int, username: str) -> str:
     assert status == 302 and headers["Location"] == "/", (status, headers)
     assert "sessionid" in cookies
     status, _, page = request(port, "GET", "/", cookies)
-    assert status == 200 and f'id="me">{username}<' in page
+    assert status == 200 and f'data-user="{username}"' in page
     return "; ".join(f"{k}={v}" for k, v in cookies.items())
 
 
@@ -99,23 +99,28 @@ def test_chat_shows_senders_username(chat: int) -> None:
     alice, bob = log_in(chat, "alice"), log_in(chat, "bob")
     with join(chat, alice) as ws_alice:
         welcome = json.loads(ws_alice.recv(timeout=TIMEOUT))
-        assert welcome["type"] == "welcome" and welcome["user"] == "alice"
+        assert welcome["type"] == "welcome" and welcome["name"] == "alice"
+        assert welcome["online"] == ["alice"]
+        assert json.loads(ws_alice.recv(timeout=TIMEOUT))["type"] == "rooms"
         with join(chat, bob) as ws_bob:
-            assert json.loads(ws_bob.recv(timeout=TIMEOUT))["user"] == "bob"
-            assert json.loads(ws_alice.recv(timeout=TIMEOUT)) == {"type": "join", "user": "bob"}
+            assert json.loads(ws_bob.recv(timeout=TIMEOUT))["name"] == "bob"
+            joined = {"type": "join", "name": "bob", "online": ["alice", "bob"]}
+            assert json.loads(ws_alice.recv(timeout=TIMEOUT)) == joined
+            for ws in (ws_alice, ws_bob):
+                assert json.loads(ws.recv(timeout=TIMEOUT))["rooms"]["lobby"] == 2
             ws_bob.send(json.dumps({"text": "hello from bob"}))
             for ws in (ws_alice, ws_bob):
                 message = json.loads(ws.recv(timeout=TIMEOUT))
                 assert message["type"] == "message"
-                assert (message["user"], message["text"]) == ("bob", "hello from bob")
-            ws_alice.send(json.dumps({"text": "hi bob", "user": "mallory"}))  # user ignored
+                assert (message["name"], message["text"]) == ("bob", "hello from bob")
+            ws_alice.send(json.dumps({"text": "hi bob", "name": "mallory"}))  # name ignored
             for ws in (ws_alice, ws_bob):
                 message = json.loads(ws.recv(timeout=TIMEOUT))
-                assert (message["user"], message["text"]) == ("alice", "hi bob")
+                assert (message["name"], message["text"]) == ("alice", "hi bob")
     # A newcomer gets the history, stored with the ORM by the handler.
     with join(chat, bob) as ws_bob:
         history = json.loads(ws_bob.recv(timeout=TIMEOUT))["history"]
-        assert [(m["user"], m["text"]) for m in history] == [
+        assert [(m["name"], m["text"]) for m in history] == [
             ("bob", "hello from bob"),
             ("alice", "hi bob"),
         ]
@@ -138,3 +143,18 @@ def test_chat_refuses_anonymous_and_foreign_origins(chat: int) -> None:
     ):
         pass  # pragma: no cover - the handshake fails
     assert foreign.value.response.status_code == 403
+
+
+def test_chat_page_assets_and_favicon(chat: int) -> None:
+    """The chat page's script, stylesheet and icon are served: no 404 in the log."""
+    alice = log_in(chat, "alice")
+    cookies = dict(part.split("=", 1) for part in alice.split("; "))
+    status, _, page = request(chat, "GET", "/", cookies)
+    assert status == 200
+    assets = re.findall(r'(?:href|src)="(/static/[^"]+)"', page)
+    assert sorted(assets) == ["/static/chat.js", "/static/favicon.svg", "/static/style.css"]
+    for path in assets:
+        assert request(chat, "GET", path, {})[0] == 200, path
+    status, headers, _ = request(chat, "GET", "/favicon.ico", {})
+    assert status == 301 and headers["Location"] == "/static/favicon.svg"
+    assert request(chat, "GET", "/room/python/", cookies)[1]["Location"] == "/#python"

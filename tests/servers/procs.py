@@ -53,7 +53,7 @@ class Spec:
 
 def _gunicorn(worker: str, workers: int, *extra: str) -> tuple[str, ...]:
     argv = [sys.executable, "-m", "gunicorn", "-k", worker, "-w", str(workers)]
-    argv += ["-b", "127.0.0.1:0", "--timeout", "5", "--graceful-timeout", "5", *extra]
+    argv += ["-b", "127.0.0.1:{port}", "--timeout", "5", "--graceful-timeout", "5", *extra]
     if _gunicorn_has_control_socket():
         argv.append("--no-control-socket")  # else every instance shares one path
     return (*argv, "tests.servers.matrix_app:application")
@@ -99,11 +99,9 @@ MATRIX: dict[str, Spec] = {
     "gunicorn-tls": Spec("refuse", _gunicorn("sync", 1), workers=1, tls=True),
 }
 
-_PORT_LINES = [
-    re.compile(r"^SERVING (\d+)$", re.MULTILINE),
-    re.compile(r"Listening at: https?://127\.0\.0\.1:(\d+)"),
-    re.compile(r"Starting development server at http://127\.0\.0\.1:(\d+)/"),
-]
+#: The line ``run_server`` prints once listening on a port of its choosing (the other
+#: servers are given a free port: their banners are not read).
+_SERVING = re.compile(r"^SERVING (\d+)$", re.MULTILINE)
 
 
 class ServerProcess:
@@ -113,8 +111,10 @@ class ServerProcess:
         self.name = name
         self.spec = spec
         self.log_path = log_dir / f"{name}.log"
-        self.port = 0
-        argv = [arg.format(port=free_port()) for arg in spec.argv]
+        port = free_port()
+        #: The server's HTTP port (0 until ``run_server`` says which it chose).
+        self.port = port if any("{port}" in arg for arg in spec.argv) else 0
+        argv = [arg.format(port=port) for arg in spec.argv]
         env = {**os.environ, **dict(spec.env), "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
         #: A directory of this server's own (Django's settings put a watched module there).
         self.dir = log_dir / name
@@ -173,10 +173,9 @@ class ServerProcess:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.name} did not start in time:\n{self.log()}")
             if not self.port:
-                for pattern in _PORT_LINES:
-                    match = pattern.search(self.log())
-                    if match:
-                        self.port = int(match.group(1))
+                match = _SERVING.search(self.log())
+                if match:
+                    self.port = int(match.group(1))
             if self.port and self._answers() and self._workers_ready():
                 return
             time.sleep(0.05)
@@ -198,8 +197,8 @@ class ServerProcess:
         )
 
     def worker_pids(self) -> set[int]:
-        """gunicorn's worker pids, from its log."""
-        return {int(p) for p in re.findall(r"Booting worker with pid: (\d+)", self.log())}
+        """gunicorn's worker pids: the master's live child processes."""
+        return set(children(self.proc.pid))
 
     def errors(self) -> list[str]:
         """Lines of the log that look like errors."""
@@ -221,6 +220,23 @@ class ServerProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=TIMEOUT)
         self._log.close()
+
+
+def children(pid: int) -> list[int]:
+    """The live (non-zombie) child processes of ``pid``, from ``/proc``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        # "pid (comm) state ppid ...": comm may hold spaces, so split after ")".
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
 
 
 @contextlib.contextmanager
