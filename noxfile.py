@@ -175,7 +175,6 @@ def typing(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """Run the chat demo on http://127.0.0.1:8000 (Ctrl-C to stop)."""
     install(session, "-e", ".")
-    session.log("Chat demo: open http://127.0.0.1:8000 in your browser (Ctrl-C to stop)")
     args = session.posargs or ["--host", "127.0.0.1", "--port", "8000"]
     session.run("python", "examples/wsgiref_chat/app.py", *args)
 

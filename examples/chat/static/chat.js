@@ -1,14 +1,23 @@
 // The chat page: name picker, rooms, online list, messages, connection state.
 // The server side is examples/chat/__init__.py; messages are JSON with a "type".
+//
+// The page's <html> element configures it: data-ws-port (WebSockets on another
+// port), data-ws-path (the socket path before the room, "/chat/" by default) and
+// data-user (a logged-in user: the server knows the name, so there is no picker).
 import { ReconnectingWebSocket } from "./wsgiws.js";
 
 const $ = (selector) => document.querySelector(selector);
+// Per tab (sessionStorage): each tab is its own person, and a reload keeps its name.
 const NAME_KEY = "wsgiws-chat-name";
 const DEFAULT_ROOMS = ["lobby", "python", "random"];
 
-let name = localStorage.getItem(NAME_KEY) || "";
+const config = document.documentElement.dataset;
+const USER = config.user || "";
+let name = USER || sessionStorage.getItem(NAME_KEY) || "";
 let room = roomFromHash();
 let joinedOnce = false;
+// What the next welcome announces instead of "You joined" (after a change of name).
+let nextNotice = null;
 let roomCounts = Object.fromEntries(DEFAULT_ROOMS.map((r) => [r, 0]));
 let countdown = null;
 
@@ -20,9 +29,10 @@ function roomFromHash() {
 // Same port as the page, unless the server wrote another one into <html data-ws-port>.
 function socketURL() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const port = document.documentElement.dataset.wsPort;
+  const port = config.wsPort;
   const host = port ? `${location.hostname}:${port}` : location.host;
-  return `${scheme}//${host}/chat/${room}?name=${encodeURIComponent(name)}`;
+  const query = USER ? "" : `?name=${encodeURIComponent(name)}`;
+  return `${scheme}//${host}${config.wsPath || "/chat/"}${room}${query}`;
 }
 
 const socket = new ReconnectingWebSocket(socketURL);
@@ -184,7 +194,14 @@ socket.addEventListener("message", (event) => {
   const msg = JSON.parse(event.detail.data);
   switch (msg.type) {
     case "welcome":
-      addNotice(joinedOnce ? `Reconnected to #${msg.room}` : `You joined #${msg.room}`);
+      if (msg.history) {
+        // The server keeps the room's recent messages: they replace what is shown.
+        $("#messages").replaceChildren();
+        msg.history.forEach(addMessage);
+      }
+      if (nextNotice) addNotice(nextNotice);
+      else addNotice(joinedOnce ? `Reconnected to #${msg.room}` : `You joined #${msg.room}`);
+      nextNotice = null;
       joinedOnce = true;
       $("#online").classList.remove("stale");
       renderOnline(msg.online);
@@ -230,6 +247,7 @@ window.addEventListener("hashchange", () => {
   if (next === room) return;
   room = next;
   joinedOnce = false;
+  nextNotice = null;
   $("#messages").replaceChildren();
   renderOnline([]);
   renderRoom();
@@ -242,20 +260,21 @@ function askName() {
   $("#name-input").focus();
 }
 
-$("#name-form").addEventListener("submit", (event) => {
+$("#name-form")?.addEventListener("submit", (event) => {
   event.preventDefault();
   const picked = $("#name-input").value.trim().slice(0, 24);
   if (!picked) return;
   const changed = picked !== name;
+  // Already in the room under another name: one "You joined" was enough.
+  if (changed && joinedOnce) nextNotice = `You are now ${picked}`;
   name = picked;
-  localStorage.setItem(NAME_KEY, name);
+  sessionStorage.setItem(NAME_KEY, name);
   $("#welcome").hidden = true;
   renderMe();
-  if (changed) joinedOnce = false;
   if (changed || socket.state === "closed") socket.reconnect();
 });
 
-$("#rename").addEventListener("click", askName);
+$("#rename")?.addEventListener("click", askName);
 
 // -- start -----------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ class Message(models.Model):  # type: ignore[misc]  # Django ships no type hints
         """The message as the page's script receives it."""
         return {
             "type": "message",
-            "user": self.author.get_username(),
+            "name": self.author.get_username(),
             "text": self.text,
-            "time": self.created.isoformat(),
+            "time": self.created.timestamp(),
         }

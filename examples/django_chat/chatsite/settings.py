@@ -61,7 +61,10 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
+TIME_ZONE = "UTC"  # stored times; pages show them in the reader's own time zone
 STATIC_URL = "static/"
+# The page, script and stylesheet of the chat all the examples share.
+STATICFILES_DIRS = [BASE_DIR.parent / "chat" / "static"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "room"
 LOGOUT_REDIRECT_URL = "login"

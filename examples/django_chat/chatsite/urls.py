@@ -7,7 +7,8 @@ from django.urls import include, path
 
 urlpatterns = [
     path("", views.room, name="room"),
-    path("room/<slug:name>/", views.room, name="room-named"),
+    path("room/<slug:name>/", views.room_named, name="room-named"),
+    path("favicon.ico", views.favicon),
     path("signup/", views.signup, name="signup"),
     path("accounts/", include("django.contrib.auth.urls")),
 ]
