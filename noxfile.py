@@ -44,21 +44,29 @@ DEBIAN_PACKAGES = {
 }
 
 
-def _runs(version: str) -> bool:
-    """Tell whether ``python<version>`` is on the PATH and starts (a pyenv shim of a
-    version that is installed but not selected is on the PATH and fails)."""
-    exe = shutil.which(f"python{version}")
-    if exe is None:
-        return False
-    try:
-        done = subprocess.run([exe, "-c", ""], capture_output=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
+def _present(versions: list[str]) -> list[str]:
+    """The ``versions`` whose ``python<version>`` is on the PATH and starts (a pyenv
+    shim of a version that is installed but not selected is on the PATH and fails).
+    The interpreters are tried all at once: a failing shim takes a while to say so."""
+    tries = {}
+    for version in versions:
+        exe = shutil.which(f"python{version}")
+        if exe is not None:
+            tries[version] = subprocess.Popen(
+                [exe, "-c", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+    found = []
+    for version, process in tries.items():
+        try:
+            if process.wait(timeout=30) == 0:
+                found.append(version)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return found
 
 
 #: The supported interpreters this machine has.
-PRESENT = [version for version in PYTHONS if _runs(version)]
+PRESENT = _present(PYTHONS)
 
 # ``nox`` alone: the tests on the lowest and the highest interpreter present, lint and
 # typing. ``nox -s tests-3.12`` (or any of ``nox -l``) runs one more.
