@@ -143,7 +143,7 @@ def test_pings_are_answered_while_waiting(echo_registry: wsgiws.Registry) -> Non
 def test_headers_origin_and_query_are_sent(echo_registry: wsgiws.Registry) -> None:
     """Extra headers, the Origin header and the query string reach the handler."""
     with (
-        serve(echo_registry) as server,
+        serve(echo_registry, origins=["http://example.test"]) as server,
         connect(
             server,
             "/headers?room=a&room=b",

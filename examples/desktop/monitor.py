@@ -82,7 +82,11 @@ def main() -> None:
     stop = threading.Event()
     threading.Thread(target=sampler, args=(args.interval, stop), daemon=True).start()
     page = Path(__file__).resolve().with_name("monitor.html").as_uri()
-    with wsgiws.Server(host="127.0.0.1", port=args.port) as server:
+    # The page is opened from disk, so the browser sends "Origin: null"; the default
+    # (same-origin) refuses that. A loopback-only server may accept it: "" also lets
+    # clients without an Origin header (scripts, curl) connect.
+    origins = ["null", ""]
+    with wsgiws.Server(host="127.0.0.1", port=args.port, origins=origins) as server:
         print(f"Monitor on ws://127.0.0.1:{server.port}/monitor", flush=True)
         print(f"Open {page}?port={server.port} (Ctrl-C to stop)", flush=True)
         with contextlib.suppress(KeyboardInterrupt):

@@ -283,7 +283,7 @@ class Connection:
         if found is None:
             self._refuse(HTTPStatus.NOT_FOUND, f"no WebSocket endpoint at {request.path}")
             return
-        if not self.options.origin_allowed(request.header("origin")):
+        if not self.options.origin_allowed(request.header("origin"), request.header("host")):
             self._refuse(HTTPStatus.FORBIDDEN, "origin not allowed")
             return
         chain, match = found

@@ -7,8 +7,13 @@ import os
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Final
+from urllib.parse import urlsplit
 
-__all__ = ["Options"]
+__all__ = ["SAME_ORIGIN", "Options", "same_origin"]
+
+#: The default of the ``origins`` option: a browser's handshake must come from a
+#: page of the host it connects to (any port); clients that send no ``Origin`` pass.
+SAME_ORIGIN: Final = "same-origin"
 
 #: 1 MiB. The ``websockets`` library defaults ``max_size`` to 1 MiB as well; chat
 #: messages and dashboard updates are far below it, and a bigger message is more often
@@ -67,12 +72,16 @@ class Options:
     #: it — every browser does; ``None`` never compresses. Inflation is bounded by
     #: ``max_message_size``. Default on, as in the websockets library.
     compression: str | None = "deflate"
-    #: Allowed values of the ``Origin`` header; ``None`` allows every origin. With a
-    #: list, a request without the header is allowed only if ``""`` is listed (see
-    #: :meth:`origin_allowed`). A refused origin gets HTTP 403. A callable
+    #: Which pages may open a WebSocket (cross-site WebSocket hijacking, see the
+    #: security docs). ``"same-origin"`` (the default): a request without ``Origin``
+    #: (not a browser) passes, a browser's passes when the ``Origin`` host equals the
+    #: ``Host`` header's host, whatever the ports. A list: the allowed values of the
+    #: ``Origin`` header; a request without the header passes only if ``""`` is
+    #: listed, a page opened from disk only if ``"null"`` is. A callable
     #: ``(origin: str | None) -> bool`` decides instead (for patterns such as
-    #: subdomains); it runs on the loop thread, so it must be quick and never block.
-    origins: tuple[str, ...] | Callable[[str | None], bool] | None = None
+    #: subdomains); it must be quick. ``None`` allows every origin. A refused origin
+    #: gets HTTP 403 (see :meth:`origin_allowed`).
+    origins: tuple[str, ...] | Callable[[str | None], bool] | str | None = SAME_ORIGIN
 
     # Timeouts
     handshake_timeout: float | None = DEFAULT_HANDSHAKE_TIMEOUT
@@ -124,7 +133,13 @@ class Options:
             raise ValueError(f"on_fork must be 'restart' or 'stop', got {self.on_fork!r}")
         if not all(isinstance(p, str) and p for p in self.subprotocols):
             raise ValueError(f"subprotocols must be non-empty strings, got {self.subprotocols!r}")
-        if (
+        if isinstance(self.origins, str):
+            if self.origins != SAME_ORIGIN:
+                raise ValueError(
+                    f"origins must be {SAME_ORIGIN!r}, a sequence of origins, a callable "
+                    f"or None, not the string {self.origins!r}"
+                )
+        elif (
             self.origins is not None
             and not callable(self.origins)
             and not all(isinstance(o, str) for o in self.origins)
@@ -147,7 +162,7 @@ class Options:
             )
         for name in ("subprotocols", "origins"):
             value = kwargs.get(name)
-            if name == "origins" and callable(value):
+            if name == "origins" and (callable(value) or value == SAME_ORIGIN):
                 continue
             if isinstance(value, str):
                 raise ValueError(f"{name} must be a sequence of strings, not a string")
@@ -155,18 +170,59 @@ class Options:
                 kwargs[name] = tuple(value)
         return cls(**kwargs)
 
-    def origin_allowed(self, origin: str | None) -> bool:
+    def origin_allowed(self, origin: str | None, host: str | None = None) -> bool:
         """Tell whether a handshake with this ``Origin`` header may proceed.
 
-        With ``origins=None`` every request is allowed. Otherwise the header must
+        ``host`` is the request's ``Host`` header, which the default
+        ``"same-origin"`` compares with the origin's host (see :func:`same_origin`).
+        With ``origins=None`` every request is allowed. With a list the header must
         equal one of the listed origins (compared case-insensitively, as origins are
         scheme://host[:port]); a request without the header is allowed only when the
         list contains ``""`` — browsers always send it, other clients usually don't.
         """
         if self.origins is None:
             return True
+        if isinstance(self.origins, str):
+            return same_origin(origin, host)
         if callable(self.origins):
             return bool(self.origins(origin))
         if origin is None:
             return "" in self.origins
         return origin.lower() in (o.lower() for o in self.origins)
+
+
+def _host_of(authority: str) -> str:
+    """The host of ``host[:port]`` (an IPv6 literal keeps its brackets), lowercased."""
+    authority = authority.strip().lower()
+    if authority.startswith("["):
+        end = authority.find("]")
+        return authority[: end + 1] if end > 0 else ""
+    return authority.partition(":")[0].removesuffix(".")
+
+
+def same_origin(origin: str | None, host: str | None) -> bool:
+    """Tell whether a handshake comes from a page of the host it connects to.
+
+    A request without ``Origin`` passes: browsers always send one (RFC 6454 §7.2),
+    so only non-browser clients omit it, and those carry no victim's cookies. A
+    browser's ``Origin`` (``scheme://host[:port]``, ``http`` or ``https``) passes
+    when its host equals the host of the ``Host`` header; ports are not compared,
+    so a page served on one port may connect to WebSockets on another. Anything
+    else is refused, ``Origin: null`` (a page opened from disk, a sandboxed frame)
+    included.
+    """
+    if origin is None:
+        return True
+    if not host:
+        return False
+    try:
+        parts = urlsplit(origin.strip())
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return False
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return False
+    if parts.path or parts.query or parts.fragment or "@" in parts.netloc:
+        return False
+    origin_host = _host_of(parts.netloc)
+    return bool(origin_host) and origin_host == _host_of(host)

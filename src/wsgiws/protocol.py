@@ -20,6 +20,8 @@ access (one lock per connection).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import enum
 import struct
@@ -43,7 +45,7 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.extensions import PerMessageDeflate
-from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode
+from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 from wsproto.utilities import ProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -245,6 +247,28 @@ class BoundedDeflate(PerMessageDeflate):
         # Bytes inflated so far for the current message.
         self._inflated = 0
 
+    # wsproto 1.3.2 runs the inbound hooks for control frames too and, on a control
+    # frame's completion, forgets that the data message it interrupted is compressed:
+    # the next continuation frame would then be taken for plain bytes (1007 on a valid
+    # message). Control frames are never compressed (RFC 7692 §6.1), so here they
+    # pass through without touching the state of the message around them.
+
+    def frame_inbound_header(
+        self,
+        proto: FrameDecoder | FrameProtocol,
+        opcode: Opcode,
+        rsv: RsvBits,
+        payload_length: int,
+    ) -> CloseReason | RsvBits:
+        if opcode.iscontrol():
+            return CloseReason.PROTOCOL_ERROR if rsv.rsv1 else RsvBits(False, False, False)
+        return super().frame_inbound_header(proto, opcode, rsv, payload_length)
+
+    @staticmethod
+    def _in_control_frame(proto: FrameDecoder | FrameProtocol) -> bool:
+        header = getattr(proto, "header", None)
+        return header is not None and header.opcode.iscontrol()
+
     def _inflate(self, data: bytes) -> bytes | CloseReason:
         assert self._decompressor is not None
         try:
@@ -263,14 +287,18 @@ class BoundedDeflate(PerMessageDeflate):
     def frame_inbound_payload_data(
         self, proto: FrameDecoder | FrameProtocol, data: bytes
     ) -> bytes | CloseReason:
-        if not self._inbound_compressed or not self._inbound_is_compressible:
+        if (
+            not self._inbound_compressed
+            or not self._inbound_is_compressible
+            or self._in_control_frame(proto)
+        ):
             return data
         return self._inflate(bytes(data))
 
     def frame_inbound_complete(
         self, proto: FrameDecoder | FrameProtocol, fin: bool
     ) -> bytes | CloseReason | None:
-        if not fin:
+        if not fin or self._in_control_frame(proto):
             return None
         compressed = self._inbound_compressed and self._inbound_is_compressible
         self._inbound_compressed = None
@@ -282,6 +310,152 @@ class BoundedDeflate(PerMessageDeflate):
         if self.client_no_context_takeover:
             self._decompressor = None
         return out
+
+
+#: Request headers that may appear only once in a handshake (RFC 9110 §5.3: a
+#: field that is not a list cannot be combined). Sec-WebSocket-Key and -Version:
+#: RFC 6455 §11.3.1 and §11.3.5; Origin: RFC 6454 §7.3; Host: RFC 9112 §3.2.
+SINGLE_VALUE_HEADERS: Final = (
+    b"host",
+    b"origin",
+    b"sec-websocket-key",
+    b"sec-websocket-version",
+    b"upgrade",
+    b"content-length",
+)
+#: The header names as the refusal spells them.
+_HEADER_SPELLING: Final = {
+    b"host": "Host",
+    b"origin": "Origin",
+    b"sec-websocket-key": "Sec-WebSocket-Key",
+    b"sec-websocket-version": "Sec-WebSocket-Version",
+    b"upgrade": "Upgrade",
+    b"content-length": "Content-Length",
+}
+
+
+def _repeated_header(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
+    seen: set[bytes] = set()
+    for name, _ in headers:
+        key = name.lower()
+        if key in SINGLE_VALUE_HEADERS:
+            if key in seen:
+                return f"the {_HEADER_SPELLING[key]} header must appear only once"
+            seen.add(key)
+    return None
+
+
+def _check_upgrade_headers(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
+    """Check what RFC 6455 §4.2.1 requires beyond wsproto's checks; name a problem."""
+    fields = {name.lower(): value.strip() for name, value in headers}
+    if not fields.get(b"host"):
+        return "the Host header is missing or empty"
+    key = fields.get(b"sec-websocket-key", b"")
+    try:
+        nonce = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        nonce = b""
+    if len(nonce) != 16:
+        return "Sec-WebSocket-Key must be the base64 encoding of 16 bytes"
+    if fields.get(b"content-length", b"0") not in (b"", b"0") or b"transfer-encoding" in fields:
+        return "a WebSocket handshake must not have a body"
+    return None
+
+
+def compressed_size_bound(size: int) -> int:
+    """The most bytes deflate may need for ``size`` bytes of input (zlib's bound).
+
+    A compressed frame may announce this much for a message of ``size`` bytes: data
+    that does not compress is stored in blocks that add a few bytes each.
+    """
+    return size + (size >> 12) + (size >> 14) + (size >> 25) + 64
+
+
+class DeclaredSize:
+    """Follows frame boundaries in the inbound stream and checks declared lengths.
+
+    wsproto reads a data frame's payload as it arrives and only reports it in
+    pieces; the size of a message is then known only once the bytes are in. RFC
+    6455 §10.4 lets a server refuse a message as soon as its frame header announces
+    more than it will take. This scanner reads every frame header (2 to 14 bytes,
+    kept across reads) and skips the payload by counting, so it costs nothing per
+    payload byte. It adds up the lengths of a fragmented message's frames.
+
+    :meth:`feed` returns the offset just past the header that breaks the limit, or
+    ``None``. Headers that wsproto refuses anyway (reserved opcodes, a continuation
+    with no message, a new message inside one) are left to wsproto, which sees
+    them first and answers 1002.
+
+    Args:
+        limit: ``max_message_size`` in bytes.
+        deflate: whether permessage-deflate was negotiated. A compressed (RSV1)
+            message counts against :func:`compressed_size_bound` of the limit, as
+            its frames carry compressed bytes; inflation is bounded separately.
+    """
+
+    __slots__ = ("_compressed", "_head", "_in_message", "_skip", "deflate", "limit", "total")
+
+    def __init__(self, limit: int, *, deflate: bool = False) -> None:
+        self.limit = limit
+        self.deflate = deflate
+        #: Bytes announced so far by the frames of the current data message.
+        self.total = 0
+        self._head = bytearray()
+        self._skip = 0
+        self._in_message = False
+        self._compressed = False
+
+    @staticmethod
+    def _header_size(head: bytearray) -> int:
+        size = 2 + (4 if head[1] & 0x80 else 0)
+        short = head[1] & 0x7F
+        return size + (2 if short == 126 else 8 if short == 127 else 0)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> int | None:
+        """Scan ``data``; return the offset just past an oversized frame's header."""
+        i, n = 0, len(data)
+        head = self._head
+        while i < n:
+            if self._skip:
+                step = min(self._skip, n - i)
+                self._skip -= step
+                i += step
+                continue
+            want = 2 if len(head) < 2 else self._header_size(head)
+            take = min(want - len(head), n - i)
+            head += data[i : i + take]
+            i += take
+            if len(head) < 2 or len(head) < self._header_size(head):
+                continue
+            length = head[1] & 0x7F
+            if length == 126:
+                length = int.from_bytes(head[2:4], "big")
+            elif length == 127:
+                length = int.from_bytes(head[2:10], "big")
+            first = head[0]
+            head.clear()
+            self._skip = length
+            if self._check(first, length):
+                return i
+        return None
+
+    def _check(self, first: int, length: int) -> bool:
+        """Account one frame header; True if its message is now too big."""
+        opcode, fin = first & 0x0F, bool(first & 0x80)
+        if opcode in (Opcode.TEXT, Opcode.BINARY):
+            if self._in_message:
+                return False  # wsproto fails it (1002); no longer our count
+            self._in_message = True
+            self._compressed = self.deflate and bool(first & 0x40)
+            self.total = length
+        elif opcode == Opcode.CONTINUATION and self._in_message:
+            self.total += length
+        else:
+            return False  # control frame, or refused by wsproto anyway
+        if fin:
+            self._in_message = False
+        limit = compressed_size_bound(self.limit) if self._compressed else self.limit
+        return self.total > limit
 
 
 def _utf8_len(text: str) -> int:
@@ -320,6 +494,8 @@ class ServerProtocol:
         # Bytes received after the request head, replayed once the handshake is
         # accepted (wsproto itself would drop them).
         self._pending = b""
+        # Checks frame headers against max_message_size once the handshake is done.
+        self._declared: DeclaredSize | None = None
         # The message being assembled: its parts and size so far.
         self._parts: list[str] | list[bytes] = []
         self._size = 0
@@ -340,6 +516,24 @@ class ServerProtocol:
             return self._receive_handshake(data)
         if self.state is State.CLOSED:
             return []  # late bytes after the close: discarded
+        if self._declared is not None:
+            end = self._declared.feed(data)
+            if end is not None:
+                # Frames before the oversized one are parsed as usual, and its
+                # header too (wsproto may refuse it for another reason first);
+                # none of its payload is read.
+                self._ws.receive_data(data[:end])
+                events = self._frame_events()
+                if self.state is not State.CLOSED:
+                    total = self._declared.total
+                    events.append(
+                        self._fail(
+                            CloseReason.MESSAGE_TOO_BIG,
+                            f"message of {total} bytes announced, over max_message_size "
+                            f"of {self.max_message_size} bytes",
+                        )
+                    )
+                return events
         self._ws.receive_data(data)
         return self._frame_events()
 
@@ -385,6 +579,15 @@ class ServerProtocol:
                 f"request head of {head_size} bytes exceeds the limit of "
                 f"{self.max_request_size} bytes",
             )
+        elif event.http_version != b"1.1":
+            # RFC 6455 §4.1: the handshake is an HTTP/1.1 request. RFC 9110 §15.6.6:
+            # 505 for a major version the server does not support; HTTP/1.0 and
+            # HTTP/2.0 in a request line cannot carry this upgrade either.
+            result = self._fail_handshake(
+                HTTPStatus.HTTP_VERSION_NOT_SUPPORTED,
+                "a WebSocket handshake must use HTTP/1.1, not "
+                f"HTTP/{event.http_version.decode('ascii', 'replace')}",
+            )
         elif event.method != b"GET":
             # Checked here: initiate_upgrade_connection() assumes GET.
             result = self._fail_handshake(
@@ -405,8 +608,19 @@ class ServerProtocol:
         return [result]
 
     def _upgrade(self, target: bytes, headers: list[tuple[bytes, bytes]]) -> Event:
+        # Repeated single-value headers first: wsproto would silently use the last.
+        problem = _repeated_header(headers)
+        if problem is not None:
+            return self._fail_handshake(HTTPStatus.BAD_REQUEST, problem)
+        # A list header may come in several lines (RFC 9110 §5.3); wsproto reads
+        # only the last Connection line, so the lines are combined first.
+        connection = [v for k, v in headers if k.lower() == b"connection"]
+        if len(connection) > 1:
+            headers = [(k, v) for k, v in headers if k.lower() != b"connection"]
+            headers.append((b"connection", b", ".join(connection)))
         # wsproto validates the upgrade headers and answers with the right status
-        # (400, or 426 with Sec-WebSocket-Version: 13 for a wrong version).
+        # (400, or 426 with Sec-WebSocket-Version: 13 for a wrong version); then the
+        # requirements of RFC 6455 §4.2.1 that wsproto leaves unchecked.
         try:
             self._ws.initiate_upgrade_connection(headers, target)
             events = list(self._ws.events())
@@ -422,6 +636,9 @@ class ServerProtocol:
             return self._fail_handshake(status, str(exc), extra)
         except (ProtocolError, h11.ProtocolError, UnicodeError) as exc:
             return self._fail_handshake(HTTPStatus.BAD_REQUEST, f"invalid request: {exc}")
+        problem = _check_upgrade_headers(headers)
+        if problem is not None:
+            return self._fail_handshake(HTTPStatus.BAD_REQUEST, problem)
         self.request = HandshakeRequest(
             target=request.target,
             path=path,
@@ -524,6 +741,10 @@ class ServerProtocol:
         )
         if extensions and extensions[0].enabled():
             self.deflate_bits = extensions[0].server_max_window_bits
+        if self.max_message_size is not None:
+            self._declared = DeclaredSize(
+                self.max_message_size, deflate=self.deflate_bits is not None
+            )
         self.state = State.OPEN
         pending, self._pending = self._pending, b""
         if pending:
