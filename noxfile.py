@@ -211,6 +211,24 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def fuzz(session: nox.Session) -> None:
+    """Fuzz the sans-IO protocol with atheris for a bounded time (default 120 s):
+    ``nox -s fuzz -- -max_total_time=600`` for longer. Crashes land in ``fuzz-artifacts/``."""
+    install(session, "-e", ".", *groups("fuzz"))
+    artifacts = ROOT / "fuzz-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    args = session.posargs or ["-max_total_time=120"]
+    session.run(
+        "python",
+        "tests/fuzz_protocol.py",
+        "-rss_limit_mb=2048",
+        f"-artifact_prefix={artifacts}/",
+        *args,
+        env={"PYTHONPATH": str(ROOT)},
+    )
+
+
+@nox.session
 def lock(session: nox.Session) -> None:
     """Refresh ``requirements/constraints.txt``: the newest versions that fit
     ``pyproject.toml``, resolved once for every supported Python (``--universal``)."""

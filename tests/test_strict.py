@@ -292,7 +292,7 @@ def test_compressed_header_limit_allows_deflate_overhead() -> None:
     assert limit < bound < limit * 1.01
     server, _ = open_pair(max_message_size=limit, deflate=True)
     assert server.receive_data(frame(BINARY, b"", rsv=4, length=bound)[:14]) == []
-    server, client = open_pair(max_message_size=limit, deflate=True)
+    server, _ = open_pair(max_message_size=limit, deflate=True)
     [failed] = server.receive_data(frame(BINARY, b"", rsv=4, length=bound + 1)[:14])
     assert isinstance(failed, Failed) and failed.code == 1009
 
