@@ -700,7 +700,7 @@ class ServerProtocol:
                 if self._ws.state is ConnectionState.REMOTE_CLOSING:
                     self._out += self._ws.send(event.response())
                 self.state = State.CLOSED
-                events.append(CloseReceived(event.code, event.reason or ""))
+                events.append(CloseReceived(int(event.code), event.reason or ""))
                 return events
         return events
 
