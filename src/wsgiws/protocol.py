@@ -524,7 +524,7 @@ class ServerProtocol:
                 # none of its payload is read.
                 self._ws.receive_data(data[:end])
                 events = self._frame_events()
-                if not self._closed():
+                if not self._is_closed():
                     total = self._declared.total
                     events.append(
                         self._fail(
@@ -704,7 +704,7 @@ class ServerProtocol:
                 return events
         return events
 
-    def _closed(self) -> bool:
+    def _is_closed(self) -> bool:
         # A method, so that a type checker does not narrow self.state for good.
         return self.state is State.CLOSED
 
