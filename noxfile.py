@@ -170,6 +170,7 @@ def lint(session: nox.Session) -> None:
     install(session, *groups("lint"))
     session.run("ruff", "format", "--check", ".")
     session.run("ruff", "check", ".")
+    session.run("lint-imports", env={"PYTHONPATH": "src"})
 
 
 @nox.session

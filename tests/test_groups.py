@@ -22,6 +22,7 @@ from websockets.sync.client import ClientConnection, connect
 import wsgiws
 from wsgiws.groups import Envelope, LocalHub, hub
 from wsgiws.redis_groups import pack, unpack
+from wsgiws.session import Session
 
 from .helpers import TIMEOUT, serve, stalled_client, wait_for
 
@@ -335,9 +336,9 @@ def test_stalled_member_is_closed_and_others_get_everything(
         for _ in range(rounds):
             for i in range(count):
                 wsgiws.group(name).send(f"{i:04d}{payload}")
-                connection = stalled._connection
-                with connection.lock:
-                    largest = max(largest, len(connection.out))
+                session = stalled._connection
+                assert isinstance(session, Session)
+                largest = max(largest, session.transport.queued_bytes())
             for client, _ in readers:
                 for i in range(count):
                     assert str(client.recv(timeout=TIMEOUT)).startswith(f"{i:04d}")
@@ -450,14 +451,16 @@ def test_member_in_a_slow_on_connect_is_bounded_by_write_limit(
     """Group messages queued while on_connect runs are bounded by write_limit too."""
     name = unique()
     joined, release = threading.Event(), threading.Event()
-    connections: list[Any] = []
+    connections: list[Session] = []
 
     @wsgiws.Namespace(r"/slow", registry=registry)
     class Slow(wsgiws.BaseWSClass):
         @classmethod
         def on_connect(cls, websocket: wsgiws.WebSocket, path: str) -> None:
             websocket.join(name)
-            connections.append(websocket._connection)
+            session = websocket._connection
+            assert isinstance(session, Session)
+            connections.append(session)
             joined.set()
             release.wait(TIMEOUT)  # a slow authentication, say
 
@@ -474,7 +477,7 @@ def test_member_in_a_slow_on_connect_is_bounded_by_write_limit(
             (connection,) = connections
             for _ in range(100):  # 100 kB, more than write_limit
                 wsgiws.group(name).send("x" * 1024)
-                assert sum(map(len, connection._early)) <= write_limit
+                assert connection.transport.queued_bytes() <= write_limit
             wait_for(lambda: connection.close_code == 1008)
             release.set()
             assert sock.recv(65536) == b""  # dropped before any 101

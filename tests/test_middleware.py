@@ -149,7 +149,7 @@ def test_handoff_off_leaves_upgrades_to_the_app(registry: wsgiws.Registry) -> No
 def test_wrong_handoff_value_is_refused() -> None:
     """An unknown handoff mode raises ValueError naming it."""
     with pytest.raises(ValueError, match="handoff"):
-        wsgiws.WebSocketMiddleware(http_app, handoff="sometimes")
+        wsgiws.WebSocketMiddleware(http_app, handoff="sometimes")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("port", [None, 0])

@@ -11,8 +11,7 @@ Two layers:
   groups each one joined. Delivering a message to local members encodes it once as a
   :class:`~wsgiws.protocol.PreparedMessage` (one plain frame, and one compressed frame
   for the members that negotiated permessage-deflate) and queues the same bytes to each
-  member with :meth:`Connection.send_prepared
-  <wsgiws.connection.Connection.send_prepared>`,
+  member with :meth:`Member.send_prepared` (a :class:`~wsgiws.session.Session`),
   which never blocks: a member that does not read fills its own outgoing buffer up to
   the ``write_limit`` option and is then closed with 1008, without delaying the
   others. A member that is closed or closing is skipped.
@@ -36,24 +35,26 @@ the closed member itself are skipped). A connection refused during the handshake
 leaves its groups when the refusal is final.
 
 After ``os.fork()`` the child starts with an empty hub: the connections belong to the
-parent.
+parent (see :mod:`wsgiws.lifecycle` for when this runs).
+
+The hub knows a connection only through the :class:`Member` interface: this module
+imports neither the connection nor the server. The server hands the hub to each
+connection it creates.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import os
 import threading
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Union
 
+from . import lifecycle
 from .exceptions import ConnectionClosed
+from .log import groups_logger as logger
 from .protocol import PreparedMessage
 
 if TYPE_CHECKING:
-    from .connection import Connection
-    from .server import Server
     from .websocket import WebSocket
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "GroupBackend",
     "InMemoryBackend",
     "LocalHub",
+    "Member",
     "broadcast",
     "get_group_backend",
     "group",
@@ -70,12 +72,40 @@ __all__ = [
     "set_group_backend",
 ]
 
-logger = logging.getLogger("wsgiws.groups")
-
 #: What ``exclude=`` accepts: a WebSocket, a connection id, or ``None``.
 Exclude = Union["WebSocket", str, None]
 #: A message: ``str`` is sent as text, any bytes-like object as binary.
 Message = str | bytes | bytearray | memoryview
+
+
+class Member(Protocol):
+    """What the hub needs of a connection. Every member: any thread."""
+
+    @property
+    def id(self) -> str:
+        """A unique, random identifier of the connection."""
+
+    @property
+    def host(self) -> object:
+        """The server the connection belongs to (compared by identity)."""
+
+    @property
+    def websocket(self) -> WebSocket | None:
+        """The handlers' view of the connection, once its handshake was routed."""
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code that ended the connection, or ``None``."""
+
+    @property
+    def close_reason(self) -> str:
+        """The close reason that goes with :attr:`close_code`."""
+
+    def is_open(self) -> bool:
+        """True while messages can be sent."""
+
+    def send_prepared(self, message: PreparedMessage) -> None:
+        """Queue a message encoded once; :exc:`~wsgiws.ConnectionClosed` if not open."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -164,23 +194,23 @@ class LocalHub:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._connections: dict[str, Connection] = {}
-        self._groups: dict[str, dict[str, Connection]] = {}
+        self._connections: dict[str, Member] = {}
+        self._groups: dict[str, dict[str, Member]] = {}
         self._member_of: dict[str, set[str]] = {}
         # Cached member tuples, so that sending to a big group does not copy it.
-        self._snapshots: dict[str, tuple[Connection, ...]] = {}
-        self._all: tuple[Connection, ...] | None = None
+        self._snapshots: dict[str, tuple[Member, ...]] = {}
+        self._all: tuple[Member, ...] | None = None
 
     # -- registration (the connection calls these) ---------------------------------
 
-    def register(self, connection: Connection) -> None:
+    def register(self, connection: Member) -> None:
         """Make ``connection`` reachable by id and by broadcast."""
         with self._lock:
             self._connections[connection.id] = connection
             self._member_of.setdefault(connection.id, set())
             self._all = None
 
-    def unregister(self, connection: Connection) -> None:
+    def unregister(self, connection: Member) -> None:
         """Forget ``connection`` and remove it from every group it joined."""
         with self._lock:
             if self._connections.pop(connection.id, None) is None:
@@ -197,7 +227,7 @@ class LocalHub:
 
     # -- membership ----------------------------------------------------------------
 
-    def join(self, connection: Connection, name: str) -> None:
+    def join(self, connection: Member, name: str) -> None:
         """Add ``connection`` to group ``name`` (no-op if it is a member already).
 
         Raises:
@@ -214,7 +244,7 @@ class LocalHub:
             self._groups.setdefault(name, {})[connection.id] = connection
             self._snapshots.pop(name, None)
 
-    def leave(self, connection: Connection, name: str) -> None:
+    def leave(self, connection: Member, name: str) -> None:
         """Remove ``connection`` from group ``name`` (no-op if it is not a member)."""
         _check_name(name)
         with self._lock:
@@ -228,7 +258,7 @@ class LocalHub:
             if not members:
                 del self._groups[name]
 
-    def groups_of(self, connection: Connection) -> frozenset[str]:
+    def groups_of(self, connection: Member) -> frozenset[str]:
         """The names of the groups ``connection`` belongs to."""
         with self._lock:
             return frozenset(self._member_of.get(connection.id, ()))
@@ -238,12 +268,12 @@ class LocalHub:
         with self._lock:
             return frozenset(self._groups)
 
-    def find(self, connection_id: str) -> Connection | None:
+    def find(self, connection_id: str) -> Member | None:
         """The connection of this process with id ``connection_id``, if any."""
         with self._lock:
             return self._connections.get(connection_id)
 
-    def _group_snapshot(self, name: str) -> tuple[Connection, ...]:
+    def _group_snapshot(self, name: str) -> tuple[Member, ...]:
         with self._lock:
             snapshot = self._snapshots.get(name)
             if snapshot is None:
@@ -253,7 +283,7 @@ class LocalHub:
                 snapshot = self._snapshots[name] = tuple(members.values())
             return snapshot
 
-    def _all_snapshot(self) -> tuple[Connection, ...]:
+    def _all_snapshot(self) -> tuple[Member, ...]:
         with self._lock:
             if self._all is None:
                 self._all = tuple(self._connections.values())
@@ -267,12 +297,12 @@ class LocalHub:
             if c.websocket is not None and c.is_open()
         ]
 
-    def connections(self, server: Server | None = None) -> tuple[Connection, ...]:
-        """The connections of this process (of ``server`` only, if given)."""
+    def connections(self, host: object | None = None) -> tuple[Member, ...]:
+        """The connections of this process (of server ``host`` only, if given)."""
         everything = self._all_snapshot()
-        if server is None:
+        if host is None:
             return everything
-        return tuple(c for c in everything if c.server is server)
+        return tuple(c for c in everything if c.host is host)
 
     # -- delivery ------------------------------------------------------------------
 
@@ -294,7 +324,8 @@ class LocalHub:
             targets = (connection,) if connection is not None else ()
         return send_prepared_to(targets, prepared, envelope.exclude)
 
-    def _reset_after_fork(self) -> None:
+    def reset_after_fork(self) -> None:
+        """Forget everything, with a new lock (in a forked child, before any thread)."""
         self._lock = threading.Lock()
         self._connections = {}
         self._groups = {}
@@ -304,7 +335,7 @@ class LocalHub:
 
 
 def send_prepared_to(
-    connections: tuple[Connection, ...] | list[Connection],
+    connections: tuple[Member, ...] | list[Member],
     message: PreparedMessage,
     exclude: str | None = None,
 ) -> int:
@@ -428,7 +459,7 @@ def group(name: str) -> Group:
 def broadcast(message: Message) -> None:
     """Send a message to every connection of every server, in every process.
 
-    Connections of this process get it at once; those of other processes through
+    Members of this process get it at once; those of other processes through
     the backend. :meth:`Server.broadcast <wsgiws.Server.broadcast>` reaches one
     server's connections only.
     """
@@ -458,10 +489,9 @@ def send_to(connection_id: str, message: Message) -> bool:
 
 
 def _after_fork_in_child() -> None:
-    hub._reset_after_fork()
+    hub.reset_after_fork()
     global _backend_lock
     _backend_lock = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+lifecycle.after_fork_in_child(lifecycle.ForkStage.GROUPS, _after_fork_in_child)

@@ -15,6 +15,11 @@ the heap and is skipped when it comes up (cancellation is O(1), which matters fo
 per-connection keepalive timers that are cancelled far more often than they fire).
 The selector's timeout is the time to the next deadline.
 
+Thread affinity: the methods named ``*_threadsafe`` (and :meth:`SelectorLoop.in_loop_thread`)
+may be called from any thread. The others are the loop's API for code that already
+runs on the loop thread (callbacks, timers); under ``python -X dev`` each of them
+checks its caller's thread and raises :exc:`AssertionError` from any other thread.
+
 This module knows nothing about WebSocket: it is tested with bare socketpairs.
 """
 
@@ -24,17 +29,21 @@ import collections
 import contextlib
 import heapq
 import itertools
-import logging
 import selectors
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["SelectorLoop", "TimerHandle"]
+from .log import server_logger as logger
 
-logger = logging.getLogger("wsgiws.server")
+__all__ = ["CHECK_THREADS", "SelectorLoop", "TimerHandle"]
+
+#: True under ``python -X dev``: loop-thread-only methods (here and in the
+#: connection) check that they run on the loop thread.
+CHECK_THREADS: Final = sys.flags.dev_mode
 
 Callback = Callable[[], Any]
 
@@ -104,6 +113,14 @@ class SelectorLoop:
             except OSError:
                 pass  # closed: the loop is gone and the callback will not run
 
+    def run_threadsafe(self, callback: Callback) -> None:
+        """Run ``callback`` on the loop thread: at once when called there (before
+        returning), else soon. Callable from any thread."""
+        if threading.get_ident() == self.thread_id:
+            callback()
+        else:
+            self.call_soon_threadsafe(callback)
+
     def stop_threadsafe(self) -> None:
         """Ask :meth:`run` to return after the current iteration."""
 
@@ -113,13 +130,24 @@ class SelectorLoop:
         self.call_soon_threadsafe(stop)
 
     def in_loop_thread(self) -> bool:
-        """Tell whether the caller runs on the loop thread."""
+        """Tell whether the caller runs on the loop thread. Callable from any thread."""
         return threading.get_ident() == self.thread_id
+
+    def check_thread(self) -> None:
+        """Raise :exc:`AssertionError` unless called on the loop thread (or before the
+        loop first ran). Loop-thread-only code calls it when :data:`CHECK_THREADS`."""
+        if self.thread_id is not None and threading.get_ident() != self.thread_id:
+            raise AssertionError(
+                f"called from thread {threading.current_thread().name!r}, "
+                f"not from the {self.name} loop thread"
+            )
 
     # -- loop thread ---------------------------------------------------------------
 
     def call_later(self, delay: float, callback: Callback) -> TimerHandle:
         """Run ``callback`` on the loop thread after ``delay`` seconds (loop thread only)."""
+        if CHECK_THREADS:
+            self.check_thread()
         handle = TimerHandle(time.monotonic() + delay, callback, self)
         heapq.heappush(self._timers, (handle.when, next(self._seq), handle))
         return handle
@@ -145,6 +173,8 @@ class SelectorLoop:
         What is watched is kept in a dict, so that no call asks the selector and pays
         for an exception: connections pause and resume reading often.
         """
+        if CHECK_THREADS:
+            self.check_thread()
         fd = sock.fileno()
         events = (selectors.EVENT_READ if on_read else 0) | (
             selectors.EVENT_WRITE if on_write else 0
@@ -166,6 +196,8 @@ class SelectorLoop:
 
     def remove_socket(self, sock: socket.socket) -> None:
         """Stop watching ``sock``; no error if it was not watched (loop thread only)."""
+        if CHECK_THREADS:
+            self.check_thread()
         fd = sock.fileno()
         if fd >= 0 and self._watched.pop(fd, None) is not None:
             self._selector.unregister(fd)

@@ -35,7 +35,7 @@ import io
 import threading
 from collections.abc import Iterable
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import quote, unquote
 
 from . import handoff as _handoff
@@ -49,8 +49,10 @@ if TYPE_CHECKING:
 
 __all__ = ["WebSocketMiddleware"]
 
+#: How the middleware takes WebSocket upgrades from the WSGI server.
+HandoffMode = Literal["auto", "park", "off"]
 #: Accepted values of the ``handoff`` argument.
-HANDOFF_MODES: Final = ("auto", "park", "off")
+HANDOFF_MODES: Final[tuple[HandoffMode, ...]] = ("auto", "park", "off")
 
 #: The status given to the WSGI server after a hand-off. It never reaches the
 #: client (the server writes it to the dead socket); access logs show it, which
@@ -141,7 +143,7 @@ class WebSocketMiddleware:
         host: str = "127.0.0.1",
         port: int | None = None,
         registry: Registry | None = None,
-        handoff: str = "auto",
+        handoff: HandoffMode = "auto",
         **options: Any,
     ) -> None:
         if not callable(app):

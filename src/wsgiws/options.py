@@ -6,14 +6,18 @@ import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-__all__ = ["SAME_ORIGIN", "Options", "same_origin"]
+__all__ = ["SAME_ORIGIN", "Compression", "OnFork", "Options", "same_origin"]
 
 #: The default of the ``origins`` option: a browser's handshake must come from a
 #: page of the host it connects to (any port); clients that send no ``Origin`` pass.
 SAME_ORIGIN: Final = "same-origin"
+#: Values of the ``compression`` option.
+Compression = Literal["deflate"]
+#: Values of the ``on_fork`` option.
+OnFork = Literal["restart", "stop"]
 
 #: 1 MiB. The ``websockets`` library defaults ``max_size`` to 1 MiB as well; chat
 #: messages and dashboard updates are far below it, and a bigger message is more often
@@ -71,7 +75,7 @@ class Options:
     #: ``"deflate"`` negotiates permessage-deflate (RFC 7692) when the client offers
     #: it — every browser does; ``None`` never compresses. Inflation is bounded by
     #: ``max_message_size``. Default on, as in the websockets library.
-    compression: str | None = "deflate"
+    compression: Compression | None = "deflate"
     #: Which pages may open a WebSocket (cross-site WebSocket hijacking, see the
     #: security docs). ``"same-origin"`` (the default): a request without ``Origin``
     #: (not a browser) passes, a browser's passes when the ``Origin`` host equals the
@@ -101,7 +105,7 @@ class Options:
     reuse_port: bool = False
     #: After ``os.fork()``, a running server restarts its loop in the child
     #: (``"restart"``) or stays stopped there (``"stop"``).
-    on_fork: str = "restart"
+    on_fork: OnFork = "restart"
     #: A context manager factory entered around every handler event (``on_connect``,
     #: each ``on_message``, ``on_close``) on its worker thread, e.g. to release
     #: per-thread resources the way a web framework does around each request (the

@@ -16,6 +16,18 @@ It has no socket, no thread and no clock. The caller feeds bytes with
 :meth:`~ServerProtocol.send_message`, :meth:`~ServerProtocol.close`, ...) and collects
 the bytes to write with :meth:`~ServerProtocol.data_to_send`. The caller serialises
 access (one lock per connection).
+
+It owns the connection's :class:`State`: nothing outside it sets the state. Every
+byte the server sends goes through it, data frames included: a frame encoded once
+for many connections (:class:`PreparedMessage`) is queued as is with
+:meth:`~ServerProtocol.send_encoded`, and bytes are handed out without being copied
+when a single frame is queued. Frames sent while the handshake is being decided (by
+``on_connect``) are kept and queued right after the 101 response, or dropped with
+a refusal; :attr:`~ServerProtocol.early_size` lets the caller bound them.
+
+Encoding and compression of data frames happens in :func:`encode_message` and
+:class:`PreparedMessage`, outside the caller's lock; the wsproto patch that bounds
+inflation lives in :mod:`wsgiws.deflate`.
 """
 
 from __future__ import annotations
@@ -45,8 +57,10 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.extensions import PerMessageDeflate
-from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
+from wsproto.frame_protocol import CloseReason, Opcode
 from wsproto.utilities import ProtocolError, RemoteProtocolError
+
+from .deflate import BoundedDeflate
 
 __all__ = [
     "CloseReceived",
@@ -231,87 +245,6 @@ class PreparedMessage:
         return frame
 
 
-class BoundedDeflate(PerMessageDeflate):
-    """permessage-deflate whose inflation is bounded by ``max_message_size``.
-
-    wsproto inflates without limit, so a small compressed frame could expand to
-    gigabytes before any size check ran. Here each message may inflate to at most
-    ``max_message_size`` bytes; past that the connection fails with 1009. The server
-    always asks for ``server_no_context_takeover``, which lets a broadcast compress
-    a message once for every member (:class:`PreparedMessage`).
-    """
-
-    def __init__(self, max_message_size: int | None) -> None:
-        super().__init__(server_no_context_takeover=True)
-        self.max_message_size = max_message_size
-        # Bytes inflated so far for the current message.
-        self._inflated = 0
-
-    # wsproto 1.3.2 runs the inbound hooks for control frames too and, on a control
-    # frame's completion, forgets that the data message it interrupted is compressed:
-    # the next continuation frame would then be taken for plain bytes (1007 on a valid
-    # message). Control frames are never compressed (RFC 7692 §6.1), so here they
-    # pass through without touching the state of the message around them.
-
-    def frame_inbound_header(
-        self,
-        proto: FrameDecoder | FrameProtocol,
-        opcode: Opcode,
-        rsv: RsvBits,
-        payload_length: int,
-    ) -> CloseReason | RsvBits:
-        if opcode.iscontrol():
-            return CloseReason.PROTOCOL_ERROR if rsv.rsv1 else RsvBits(False, False, False)
-        return super().frame_inbound_header(proto, opcode, rsv, payload_length)
-
-    @staticmethod
-    def _in_control_frame(proto: FrameDecoder | FrameProtocol) -> bool:
-        header = getattr(proto, "header", None)
-        return header is not None and header.opcode.iscontrol()
-
-    def _inflate(self, data: bytes) -> bytes | CloseReason:
-        assert self._decompressor is not None
-        try:
-            if self.max_message_size is None:
-                out = self._decompressor.decompress(data)
-            else:
-                left = self.max_message_size - self._inflated
-                out = self._decompressor.decompress(data, left + 1)
-                if len(out) > left:
-                    return CloseReason.MESSAGE_TOO_BIG
-        except zlib.error:
-            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
-        self._inflated += len(out)
-        return out
-
-    def frame_inbound_payload_data(
-        self, proto: FrameDecoder | FrameProtocol, data: bytes
-    ) -> bytes | CloseReason:
-        if (
-            not self._inbound_compressed
-            or not self._inbound_is_compressible
-            or self._in_control_frame(proto)
-        ):
-            return data
-        return self._inflate(bytes(data))
-
-    def frame_inbound_complete(
-        self, proto: FrameDecoder | FrameProtocol, fin: bool
-    ) -> bytes | CloseReason | None:
-        if not fin or self._in_control_frame(proto):
-            return None
-        compressed = self._inbound_compressed and self._inbound_is_compressible
-        self._inbound_compressed = None
-        if not compressed:
-            self._inflated = 0
-            return None
-        out = self._inflate(b"\x00\x00\xff\xff")
-        self._inflated = 0
-        if self.client_no_context_takeover:
-            self._decompressor = None
-        return out
-
-
 #: Request headers that may appear only once in a handshake (RFC 9110 §5.3: a
 #: field that is not a list cannot be combined). Sec-WebSocket-Key and -Version:
 #: RFC 6455 §11.3.1 and §11.3.5; Origin: RFC 6454 §7.3; Host: RFC 9112 §3.2.
@@ -490,7 +423,11 @@ class ServerProtocol:
             h11.SERVER, max_incomplete_event_size=max_request_size
         )
         self._ws = WSConnection(ConnectionType.SERVER)
-        self._out = bytearray()
+        # Bytes queued for the peer, as chunks: a lone frame is handed out as is.
+        self._out: list[bytes] = []
+        # Frames sent while the handshake is decided, queued after the 101.
+        self._early: list[bytes] = []
+        self._early_size = 0
         # Bytes received after the request head, replayed once the handshake is
         # accepted (wsproto itself would drop them).
         self._pending = b""
@@ -504,9 +441,22 @@ class ServerProtocol:
 
     def data_to_send(self) -> bytes:
         """Return and forget the bytes queued for the peer."""
-        data = bytes(self._out)
-        self._out.clear()
+        out = self._out
+        if not out:
+            return b""
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
         return data
+
+    @property
+    def decision_pending(self) -> bool:
+        """True from a valid handshake request until it is accepted or rejected."""
+        return self.state is State.CONNECTING and self.request is not None
+
+    @property
+    def early_size(self) -> int:
+        """Bytes of the frames sent before the handshake was accepted, kept for after it."""
+        return self._early_size
 
     # -- input ---------------------------------------------------------------------
 
@@ -541,8 +491,16 @@ class ServerProtocol:
         """Tell that the peer closed its side; return the resulting events."""
         if self.state is State.CLOSED:
             return []
-        self.state = State.CLOSED
+        self._closed()
         return [Failed(CloseReason.ABNORMAL_CLOSURE, "connection lost")]
+
+    def connection_lost(self) -> None:
+        """Tell that the transport is gone: nothing more is sent or received."""
+        self._closed()
+
+    def _closed(self) -> None:
+        self.state = State.CLOSED
+        self._early.clear()
 
     def start_from_request(self, target: str, headers: Iterable[tuple[str, str]]) -> Event:
         """Start from a request head that a WSGI server already parsed.
@@ -569,7 +527,7 @@ class ServerProtocol:
         if event is h11.NEED_DATA:
             return []
         if isinstance(event, h11.ConnectionClosed) or not isinstance(event, h11.Request):
-            self.state = State.CLOSED
+            self._closed()
             return [Failed(CloseReason.ABNORMAL_CLOSURE, "connection closed during handshake")]
         # h11 bounds a head that arrives in pieces; this bounds one that arrives whole.
         head_size = self._seen - len(self._h11.trailing_data[0])
@@ -682,7 +640,7 @@ class ServerProtocol:
                         events.append(MessageReceived(b"".join(parts)))  # type: ignore[arg-type]
             elif isinstance(event, Ping):
                 if self.state is State.OPEN:
-                    self._out += self._ws.send(event.response())
+                    self._out.append(self._ws.send(event.response()))
             elif isinstance(event, Pong):
                 events.append(PongReceived(bytes(event.payload)))
             elif isinstance(event, CloseConnection):
@@ -698,8 +656,8 @@ class ServerProtocol:
                     events.append(self._fail(event.code, reason))
                     return events
                 if self._ws.state is ConnectionState.REMOTE_CLOSING:
-                    self._out += self._ws.send(event.response())
-                self.state = State.CLOSED
+                    self._out.append(self._ws.send(event.response()))
+                self._closed()
                 events.append(CloseReceived(int(event.code), event.reason or ""))
                 return events
         return events
@@ -710,8 +668,8 @@ class ServerProtocol:
 
     def _fail(self, code: int, reason: str) -> Failed:
         if self._ws.state is ConnectionState.OPEN:
-            self._out += self._ws.send(CloseConnection(code=code, reason=reason[:120]))
-        self.state = State.CLOSED
+            self._out.append(self._ws.send(CloseConnection(code=code, reason=reason[:120])))
+        self._closed()
         return Failed(code, reason)
 
     # -- commands ------------------------------------------------------------------
@@ -723,8 +681,8 @@ class ServerProtocol:
         *,
         compression: bool = False,
     ) -> list[Event]:
-        """Accept the handshake (queue the 101); return events from bytes that were
-        received after the request and are now parsed as frames.
+        """Accept the handshake (queue the 101, then the frames sent meanwhile); return
+        events from bytes that were received after the request, now parsed as frames.
 
         With ``compression``, permessage-deflate is negotiated if the client offers it.
         """
@@ -736,11 +694,13 @@ class ServerProtocol:
             for offer in self.request.extensions
         ):
             extensions.append(BoundedDeflate(self.max_message_size))
-        self._out += self._ws.send(
-            AcceptConnection(
-                subprotocol=subprotocol,
-                extra_headers=list(extra_headers),
-                extensions=extensions,  # type: ignore[arg-type]
+        self._out.append(
+            self._ws.send(
+                AcceptConnection(
+                    subprotocol=subprotocol,
+                    extra_headers=list(extra_headers),
+                    extensions=extensions,  # type: ignore[arg-type]
+                )
             )
         )
         if extensions and extensions[0].enabled():
@@ -750,6 +710,11 @@ class ServerProtocol:
                 self.max_message_size, deflate=self.deflate_bits is not None
             )
         self.state = State.OPEN
+        # Frames sent during the decision were encoded without knowing whether
+        # compression would be negotiated: they are plain frames, valid either way.
+        self._out += self._early
+        self._early.clear()
+        self._early_size = 0
         pending, self._pending = self._pending, b""
         if pending:
             return self.receive_data(pending)
@@ -773,28 +738,41 @@ class ServerProtocol:
             b"Content-Length: " + str(len(body)).encode(),
             b"Connection: close",
         ]
-        self._out += b"\r\n".join(head) + b"\r\n\r\n" + body
-        self.state = State.CLOSED
+        self._out.append(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        self._closed()
 
     def send_message(self, data: str | bytes) -> None:
         """Queue a complete message (``str`` as text, ``bytes`` as binary)."""
         self.send_encoded(encode_message(data, self.deflate_bits))
 
     def send_encoded(self, frame: bytes) -> None:
-        """Queue a frame encoded by :func:`encode_frame` (broadcasts encode once)."""
-        if self.state is not State.OPEN:
+        """Queue a frame encoded by :func:`encode_frame` (broadcasts encode once).
+
+        While the handshake is being decided (:attr:`decision_pending`) the frame is
+        kept and queued right after the 101 response, or dropped by :meth:`reject`.
+        """
+        if self.state is State.OPEN:
+            self._out.append(frame)
+        elif self.decision_pending:
+            self._early.append(frame)
+            self._early_size += len(frame)
+        else:
             raise ProtocolError(f"cannot send in state {self.state.name}")
-        self._out += frame
+
+    def discard_early(self) -> None:
+        """Drop the frames kept for after the 101 (the caller found them too many)."""
+        self._early.clear()
+        self._early_size = 0
 
     def send_ping(self, payload: bytes = b"") -> None:
         """Queue a ping frame."""
         if self.state is not State.OPEN:
             raise ProtocolError(f"cannot ping in state {self.state.name}")
-        self._out += self._ws.send(Ping(payload=payload))
+        self._out.append(self._ws.send(Ping(payload=payload)))
 
     def close(self, code: int = CloseReason.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the closing handshake: queue a close frame; the state becomes CLOSING."""
         if self.state is not State.OPEN:
             raise ProtocolError(f"cannot close in state {self.state.name}")
-        self._out += self._ws.send(CloseConnection(code=code, reason=reason))
+        self._out.append(self._ws.send(CloseConnection(code=code, reason=reason)))
         self.state = State.CLOSING

@@ -44,28 +44,26 @@ counts the losses of this process.
 
 from __future__ import annotations
 
-import atexit
 import collections
 import contextlib
 import dataclasses
 import json
-import logging
 import os
 import secrets
 import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-from .groups import Envelope, LocalHub
+from . import lifecycle
+from .groups import Envelope, LocalHub, hub
+from .log import redis_logger as logger
 from .protocol import PreparedMessage
 
 __all__ = ["RedisBackend"]
 
-logger = logging.getLogger("wsgiws.groups.redis")
 
 #: First token of every published message: the format and its version.
 MAGIC: Final = b"wsgiws/1"
@@ -565,22 +563,16 @@ _live: weakref.WeakSet[RedisBackend] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
-    from . import groups
-
     for backend in list(_live):
-        backend._after_fork_in_child(groups.hub)
+        backend._after_fork_in_child(hub)
 
 
 def _close_at_exit() -> None:
-    # Close the servers first, so that what their on_close handlers send is published.
-    from . import server
-
-    close_servers: Callable[[], None] = server._close_all_servers
-    close_servers()
+    # Runs after the servers closed (lifecycle.ExitStage), so that what their
+    # on_close handlers sent is published before the backends go.
     for backend in list(_live):
         backend.close()
 
 
-atexit.register(_close_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+lifecycle.at_exit(lifecycle.ExitStage.BACKENDS, _close_at_exit)
+lifecycle.after_fork_in_child(lifecycle.ForkStage.BACKENDS, _after_fork_in_child)

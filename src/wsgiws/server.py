@@ -1,9 +1,20 @@
-"""``Server``: listening sockets, the loop thread, and the server's lifecycle."""
+"""``Server``: listening sockets, the loop thread, and the server's lifecycle.
+
+The server is the one place that wires the parts together: it creates the loop and
+the worker pool, accepts sockets, creates a :class:`~wsgiws.session.Session` (and
+through it a :class:`~wsgiws.transport.Transport`) for each, and hands each session
+itself as its :class:`~wsgiws.session.Host` — options, loop, pool, routes and the
+process's group hub (:data:`wsgiws.groups.hub`).
+
+Thread affinity: the public methods may be called from any thread (:meth:`Server.close`
+from any but the loop's); the private ``_accept``/``_begin_close``/``_abort_all``
+family runs on the loop thread.
+"""
 
 from __future__ import annotations
 
-import atexit
 import contextlib
+import enum
 import os
 import socket
 import ssl
@@ -16,16 +27,28 @@ from typing import Any
 from wsproto.frame_protocol import CloseReason
 
 from . import groups as _groups
-from .connection import Connection
+from . import lifecycle
 from .exceptions import InvalidState
 from .log import server_logger as logger
-from .loop import SelectorLoop
+from .loop import CHECK_THREADS, SelectorLoop
 from .options import Options
 from .protocol import PreparedMessage
 from .routing import Registry, default_registry
+from .session import Session
 from .workers import WorkerPool
 
-__all__ = ["Server"]
+__all__ = ["Server", "ServerState"]
+
+
+class ServerState(enum.Enum):
+    """Where a :class:`Server` stands in its lifecycle."""
+
+    NEW = "new"
+    STARTING = "starting"
+    RUNNING = "running"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
 
 #: Connections accepted per readiness of a listening socket, so that a flood of
 #: connections cannot starve established ones of the loop.
@@ -34,7 +57,7 @@ ACCEPT_BATCH = 64
 #: ENFILE, ENOBUFS): long enough not to spin, short enough to recover quickly.
 ACCEPT_BACKOFF = 0.5
 
-# Every server not yet closed, for the atexit and fork hooks.
+# Every server not yet closed, for the exit and fork hooks.
 _servers: weakref.WeakSet[Server] = weakref.WeakSet()
 
 
@@ -103,12 +126,12 @@ class Server:
         self.secure = ssl_context is not None
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._state = "new"
+        self._state = ServerState.NEW
         self._listeners: list[socket.socket] = []
-        # Loop thread: connections whose socket is open.
-        self._sockets: set[Connection] = set()
+        # Under _lock: connections whose socket is open.
+        self._sockets: set[Session] = set()
         # Under _lock: connections whose handler lifecycle is not over.
-        self._active: set[Connection] = set()
+        self._active: set[Session] = set()
         # Under _lock: sockets handed over by a WSGI server, not yet taken by the loop.
         # (mapped to the event to set once it is closed, for a parked request thread).
         self._adopting: dict[socket.socket, threading.Event | None] = {}
@@ -140,6 +163,11 @@ class Server:
         return self._registry if self._registry is not None else default_registry
 
     @property
+    def hub(self) -> _groups.LocalHub:
+        """The group hub of this process, in which connections register (internal)."""
+        return _groups.hub
+
+    @property
     def port(self) -> int | None:
         """The port listened on: the bound one once started (useful with ``port=0``).
 
@@ -152,7 +180,7 @@ class Server:
     @property
     def running(self) -> bool:
         """True between :meth:`start` and :meth:`close`."""
-        return self._state == "running"
+        return self._state is ServerState.RUNNING
 
     @property
     def connections(self) -> int:
@@ -181,14 +209,14 @@ class Server:
             InvalidState: the server was started or closed already.
         """
         with self._lock:
-            if self._state != "new":
-                raise InvalidState(f"server is {self._state}; a server starts once")
-            self._state = "starting"
+            if self._state is not ServerState.NEW:
+                raise InvalidState(f"server is {self._state.value}; a server starts once")
+            self._state = ServerState.STARTING
         try:
             self._bind()
         except BaseException:
             with self._lock:
-                self._state = "closed"
+                self._state = ServerState.CLOSED
             raise
         self._start_loop()
         if self._port is None:
@@ -202,7 +230,7 @@ class Server:
 
         Ctrl-C (``KeyboardInterrupt``) closes the server, then re-raises.
         """
-        if self._state == "new":
+        if self._state is ServerState.NEW:
             self.start()
         try:
             while not self._loop_done.wait(0.5):  # short waits keep Ctrl-C responsive
@@ -221,13 +249,13 @@ class Server:
         """
         with self._lock:
             state = self._state
-            if state in ("closing", "closed"):
+            if state in (ServerState.CLOSING, ServerState.CLOSED):
                 return
-            self._state = "closing"
-        if state != "running":
+            self._state = ServerState.CLOSING
+        if state is not ServerState.RUNNING:
             self._release_listeners()
             with self._lock:
-                self._state = "closed"
+                self._state = ServerState.CLOSED
             return
         if self.loop.in_loop_thread():
             raise InvalidState("close() cannot be called from the loop thread")
@@ -251,7 +279,7 @@ class Server:
         self.loop.close()
         self.pool.shutdown(timeout=0.5)
         with self._lock:
-            self._state = "closed"
+            self._state = ServerState.CLOSED
             orphans, self._adopting = self._adopting, {}
         for sock, closed in orphans.items():
             sock.close()
@@ -261,7 +289,7 @@ class Server:
         logger.info("stopped")
 
     def __enter__(self) -> Server:
-        if self._state == "new":
+        if self._state is ServerState.NEW:
             self.start()
         return self
 
@@ -269,7 +297,7 @@ class Server:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Server {self.host or '*'}:{self.port} {self._state}>"
+        return f"<Server {self.host or '*'}:{self.port} {self._state.value}>"
 
     def adopt_threadsafe(
         self,
@@ -294,7 +322,7 @@ class Server:
                 caller that waits for the end of the connection.
         """
         with self._lock:
-            running = self._state == "running"
+            running = self._state is ServerState.RUNNING
             if running:
                 # Until the loop takes it, close() may have to close it: a callback
                 # queued just before the loop stops never runs.
@@ -303,7 +331,7 @@ class Server:
             sock.close()
             if closed is not None:
                 closed.set()
-            raise InvalidState(f"server is {self._state}")
+            raise InvalidState(f"server is {self._state.value}")
         headers = list(headers)
         self._configure(sock)
 
@@ -312,13 +340,13 @@ class Server:
                 if sock not in self._adopting:
                     return  # close() got there first and closed it
                 del self._adopting[sock]
-            connection = self._new_connection(sock, remote_addr, environ)
-            if connection is None:
+            session = self._new_session(sock, remote_addr, environ)
+            if session is None:
                 if closed is not None:
                     closed.set()
                 return
-            connection.closed_event = closed
-            connection.start_upgraded(target, headers, initial)
+            session.closed_event = closed
+            session.transport.start_upgraded(target, headers, initial)
 
         self.loop.call_soon_threadsafe(adopt)
 
@@ -348,7 +376,7 @@ class Server:
             for listener in self._listeners:
                 self.loop.add_socket(listener, self._accept_callback(listener))
             with self._lock:
-                self._state = "running"
+                self._state = ServerState.RUNNING
             ready.set()
             try:
                 self.loop.run()
@@ -362,6 +390,8 @@ class Server:
 
     def _accept_callback(self, listener: socket.socket) -> Any:
         def accept() -> None:
+            if CHECK_THREADS:
+                self.loop.check_thread()
             for _ in range(ACCEPT_BATCH):
                 try:
                     sock, addr = listener.accept()
@@ -386,9 +416,9 @@ class Server:
                         logger.info("TLS setup failed for %s: %s", addr[0], exc)
                         sock.close()
                         continue
-                connection = self._new_connection(sock, addr, None)
-                if connection is not None:
-                    connection.start()
+                session = self._new_session(sock, addr, None)
+                if session is not None:
+                    session.transport.start()
 
         def resume() -> None:
             if listener in self._listeners and listener.fileno() >= 0:
@@ -402,44 +432,60 @@ class Server:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def _new_connection(
+    def _new_session(
         self, sock: socket.socket, addr: Any, environ: dict[str, Any] | None
-    ) -> Connection | None:
-        if self._state != "running" or len(self._sockets) >= self.options.max_connections:
-            if self._state == "running":
+    ) -> Session | None:
+        if CHECK_THREADS:
+            self.loop.check_thread()
+        running = self._state is ServerState.RUNNING
+        if not running or len(self._sockets) >= self.options.max_connections:
+            if running:
                 logger.warning(
                     "refusing a connection: max_connections (%d) reached",
                     self.options.max_connections,
                 )
             sock.close()
             return None
-        connection = Connection(self, sock, (str(addr[0]), int(addr[1])), environ=environ)
-        self._sockets.add(connection)
+        session = Session(self, sock, (str(addr[0]), int(addr[1])), environ=environ)
         with self._lock:
-            self._active.add(connection)
-        return connection
+            self._sockets.add(session)
+            self._active.add(session)
+        return session
 
-    def _forget(self, connection: Connection) -> None:
-        """The connection's socket is closed (loop thread)."""
-        self._sockets.discard(connection)
-        if connection.closed_event is not None:
-            connection.closed_event.set()
+    # -- the Host interface of sessions (any thread) ---------------------------------
 
-    def _done(self, connection: Connection) -> None:
+    def connection_closed(self, session: Session) -> None:
+        """The connection's socket is closed (any thread; the loop's in practice)."""
+        with self._lock:
+            self._sockets.discard(session)
+        if session.closed_event is not None:
+            session.closed_event.set()
+
+    def session_done(self, session: Session) -> None:
         """The connection's handler lifecycle is over (any thread)."""
         with self._cond:
-            self._active.discard(connection)
+            self._active.discard(session)
             if not self._active:
                 self._cond.notify_all()
 
+    # -- loop thread ---------------------------------------------------------------
+
+    def _open_sessions(self) -> list[Session]:
+        with self._lock:
+            return list(self._sockets)
+
     def _begin_close(self) -> None:
+        if CHECK_THREADS:
+            self.loop.check_thread()
         self._release_listeners()
-        for connection in list(self._sockets):
-            connection.shutdown(CloseReason.GOING_AWAY, "server shutting down")
+        for session in self._open_sessions():
+            session.transport.shutdown(CloseReason.GOING_AWAY, "server shutting down")
 
     def _abort_all(self) -> None:
-        for connection in list(self._sockets):
-            connection._abort(CloseReason.GOING_AWAY, "server shutting down")
+        if CHECK_THREADS:
+            self.loop.check_thread()
+        for session in self._open_sessions():
+            session.transport.abort(CloseReason.GOING_AWAY, "server shutting down")
 
     def _release_listeners(self) -> None:
         if self._listeners and self._listeners[0].fileno() >= 0:
@@ -455,9 +501,8 @@ class Server:
         if self._loop is not None:
             with contextlib.suppress(Exception):
                 self._loop.close()  # the child's copies of the parent's descriptors
-        for connection in self._sockets:
-            with contextlib.suppress(OSError):
-                connection.sock.close()  # the parent keeps serving these
+        for session in self._sockets:
+            session.transport.close_after_fork()  # the parent keeps serving these
         for sock in self._adopting:
             sock.close()  # the parent's hand-over, not this process's
         self._sockets = set()
@@ -467,16 +512,17 @@ class Server:
         self._cond = threading.Condition(self._lock)
         self._loop_done = threading.Event()
         self._loop = self._pool = None
-        if self.options.on_fork == "stop" or self._state != "running":
+        if self.options.on_fork == "stop" or self._state is not ServerState.RUNNING:
             self._release_listeners()
-            self._state = "closed"
+            self._state = ServerState.CLOSED
             _servers.discard(self)
             return
         self._start_loop()
         logger.info("restarted in forked process %d on port %s", os.getpid(), self.port)
 
 
-def _close_all_servers() -> None:
+def close_all_servers() -> None:
+    """Close every server of this process (at interpreter exit)."""
     for server in list(_servers):
         try:
             server.close(timeout=min(server.options.close_timeout or 2.0, 2.0))
@@ -489,6 +535,5 @@ def _after_fork_in_child() -> None:
         server._after_fork_in_child()
 
 
-atexit.register(_close_all_servers)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+lifecycle.at_exit(lifecycle.ExitStage.SERVERS, close_all_servers)
+lifecycle.after_fork_in_child(lifecycle.ForkStage.SERVERS, _after_fork_in_child)

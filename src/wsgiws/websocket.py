@@ -1,4 +1,10 @@
-"""``WebSocket``: what handlers see of a connection."""
+"""``WebSocket``: what handlers see of a connection.
+
+A :class:`WebSocket` knows its connection only through the narrow :class:`Channel`
+interface (implemented by :class:`wsgiws.session.Session`), so this module sits low
+in the layers: handlers, mixins and groups may name it without knowing the
+connection, the server or the loop.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +13,49 @@ import json
 import re
 import sys
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 from wsproto.frame_protocol import CloseReason
 
-from . import groups as _groups
-
 if TYPE_CHECKING:
-    from .connection import Connection
     from .protocol import HandshakeRequest
 
-__all__ = ["Headers", "QueryDict", "WebSocket"]
+__all__ = ["Channel", "Headers", "QueryDict", "WebSocket"]
+
+
+class Channel(Protocol):
+    """What a :class:`WebSocket` needs of its connection. Every method: any thread."""
+
+    @property
+    def id(self) -> str:
+        """A unique, random identifier of the connection (hex)."""
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code that ended the connection, or ``None`` while open."""
+
+    @property
+    def close_reason(self) -> str:
+        """The close reason that goes with :attr:`close_code`."""
+
+    def is_open(self) -> bool:
+        """True while messages can be sent (also during ``on_connect``)."""
+
+    def send_message(self, message: str | bytes) -> None:
+        """Encode and queue a message; :exc:`~wsgiws.ConnectionClosed` if not open."""
+
+    def close_threadsafe(self, code: int, reason: str) -> None:
+        """Start the closing handshake; no-op if already closing."""
+
+    def join(self, name: str) -> None:
+        """Join group ``name``."""
+
+    def leave(self, name: str) -> None:
+        """Leave group ``name``."""
+
+    def groups(self) -> frozenset[str]:
+        """The groups the connection belongs to."""
 
 
 class Headers(Mapping[str, str]):
@@ -116,7 +153,7 @@ class WebSocket:
 
     def __init__(
         self,
-        connection: Connection,
+        connection: Channel,
         request: HandshakeRequest,
         match: re.Match[str],
         *,
@@ -266,16 +303,16 @@ class WebSocket:
         Raises:
             ConnectionClosed: the connection's lifecycle is over.
         """
-        _groups.hub.join(self._connection, name)
+        self._connection.join(name)
 
     def leave(self, name: str) -> None:
         """Leave group ``name``; leaving a group not joined does nothing."""
-        _groups.hub.leave(self._connection, name)
+        self._connection.leave(name)
 
     @property
     def groups(self) -> frozenset[str]:
         """The names of the groups this connection belongs to."""
-        return _groups.hub.groups_of(self._connection)
+        return self._connection.groups()
 
     def __repr__(self) -> str:
         return f"<WebSocket {self.id} {self.path}>"

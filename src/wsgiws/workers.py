@@ -22,14 +22,13 @@ at any time, and tasks run in submission order.
 from __future__ import annotations
 
 import collections
-import logging
 import queue
 import threading
 from collections.abc import Callable
 
-__all__ = ["SerialExecutor", "WorkerPool"]
+from .log import handlers_logger as logger
 
-logger = logging.getLogger("wsgiws.handlers")
+__all__ = ["SerialExecutor", "WorkerPool"]
 
 Task = Callable[[], object]
 

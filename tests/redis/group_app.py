@@ -35,6 +35,7 @@ from urllib.parse import parse_qs
 
 import wsgiws
 from wsgiws.redis_groups import RedisBackend
+from wsgiws.session import Session
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -107,9 +108,9 @@ def members(name: str) -> dict[str, Any]:
     """The group's local members with their outgoing buffer sizes, and past closes."""
     sizes = {}
     for member in wsgiws.group(name).members:
-        connection = member._connection
-        with connection.lock:
-            sizes[member.id] = len(connection.out)
+        session = member._connection
+        assert isinstance(session, Session)
+        sizes[member.id] = session.transport.queued_bytes()
     with _lock:
         closes = dict(closed_codes)
     return {"buffers": sizes, "closed": closes}

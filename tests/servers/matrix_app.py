@@ -15,9 +15,10 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import wsgiws
+from wsgiws.middleware import HandoffMode
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -76,7 +77,7 @@ def wrap(app: Any) -> wsgiws.WebSocketMiddleware:
         app,
         port=None if port is None else int(port),
         registry=registry,
-        handoff=os.environ.get("WSGIWS_TEST_HANDOFF", "auto"),
+        handoff=cast(HandoffMode, os.environ.get("WSGIWS_TEST_HANDOFF", "auto")),
         close_timeout=2.0,
     )
 

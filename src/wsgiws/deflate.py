@@ -1,0 +1,121 @@
+"""permessage-deflate with bounded inflation: the one place wsproto is patched.
+
+Why this module exists
+----------------------
+
+wsproto's :class:`~wsproto.extensions.PerMessageDeflate` inflates a compressed
+message without any limit, so a frame of a few kilobytes could expand to gigabytes
+before any size check ran (a "zip bomb"; invariant 4: every buffer is bounded).
+wsproto offers no hook for a limit, so :class:`BoundedDeflate` overrides its inbound
+extension callbacks and, to do so, reads and writes three **private** attributes of
+``PerMessageDeflate``:
+
+* ``_decompressor`` — the :func:`zlib.decompressobj` of the current message;
+* ``_inbound_compressed`` — whether the current message has RSV1 set;
+* ``_inbound_is_compressible`` — whether its opcode may be compressed.
+
+The same override fixes a wsproto 1.3.2 bug: its hooks run for control frames too,
+and a control frame between the fragments of a compressed message made it forget
+that the message is compressed (1007 on a valid message). Control frames now pass
+through untouched; which frame is being read comes from the public ``header``
+attribute of wsproto's frame decoder.
+
+This is the only module of wsgiws that touches a private attribute of wsproto (or
+of h11). The supported wsproto versions are pinned in ``pyproject.toml`` (upper
+bound included), and ``tests/test_deflate.py`` fails with a message naming this
+module if a wsproto release renames or removes any of these attributes: without
+that check, an upgrade could silently drop the decompression limit.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Final
+
+from wsproto.extensions import PerMessageDeflate
+from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
+
+__all__ = ["PRIVATE_ATTRIBUTES", "BoundedDeflate"]
+
+#: The private attributes of ``PerMessageDeflate`` that :class:`BoundedDeflate` uses.
+PRIVATE_ATTRIBUTES: Final = ("_decompressor", "_inbound_compressed", "_inbound_is_compressible")
+
+
+class BoundedDeflate(PerMessageDeflate):
+    """permessage-deflate whose inflation is bounded by ``max_message_size``.
+
+    Each message may inflate to at most ``max_message_size`` bytes; past that the
+    connection fails with 1009. The server always asks for
+    ``server_no_context_takeover``, which lets a broadcast compress a message once
+    for every member (:class:`~wsgiws.protocol.PreparedMessage`).
+    """
+
+    def __init__(self, max_message_size: int | None) -> None:
+        super().__init__(server_no_context_takeover=True)
+        self.max_message_size = max_message_size
+        # Bytes inflated so far for the current message.
+        self._inflated = 0
+
+    # wsproto 1.3.2 runs the inbound hooks for control frames too and, on a control
+    # frame's completion, forgets that the data message it interrupted is compressed:
+    # the next continuation frame would then be taken for plain bytes (1007 on a valid
+    # message). Control frames are never compressed (RFC 7692 §6.1), so here they
+    # pass through without touching the state of the message around them.
+
+    def frame_inbound_header(
+        self,
+        proto: FrameDecoder | FrameProtocol,
+        opcode: Opcode,
+        rsv: RsvBits,
+        payload_length: int,
+    ) -> CloseReason | RsvBits:
+        if opcode.iscontrol():
+            return CloseReason.PROTOCOL_ERROR if rsv.rsv1 else RsvBits(False, False, False)
+        return super().frame_inbound_header(proto, opcode, rsv, payload_length)
+
+    @staticmethod
+    def _in_control_frame(proto: FrameDecoder | FrameProtocol) -> bool:
+        header = getattr(proto, "header", None)
+        return header is not None and header.opcode.iscontrol()
+
+    def _inflate(self, data: bytes) -> bytes | CloseReason:
+        assert self._decompressor is not None
+        try:
+            if self.max_message_size is None:
+                out = self._decompressor.decompress(data)
+            else:
+                left = self.max_message_size - self._inflated
+                out = self._decompressor.decompress(data, left + 1)
+                if len(out) > left:
+                    return CloseReason.MESSAGE_TOO_BIG
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        self._inflated += len(out)
+        return out
+
+    def frame_inbound_payload_data(
+        self, proto: FrameDecoder | FrameProtocol, data: bytes
+    ) -> bytes | CloseReason:
+        if (
+            not self._inbound_compressed
+            or not self._inbound_is_compressible
+            or self._in_control_frame(proto)
+        ):
+            return data
+        return self._inflate(bytes(data))
+
+    def frame_inbound_complete(
+        self, proto: FrameDecoder | FrameProtocol, fin: bool
+    ) -> bytes | CloseReason | None:
+        if not fin or self._in_control_frame(proto):
+            return None
+        compressed = self._inbound_compressed and self._inbound_is_compressible
+        self._inbound_compressed = None
+        if not compressed:
+            self._inflated = 0
+            return None
+        out = self._inflate(b"\x00\x00\xff\xff")
+        self._inflated = 0
+        if self.client_no_context_takeover:
+            self._decompressor = None
+        return out
