@@ -135,9 +135,14 @@ class RawClient:
         headers: list[tuple[bytes, bytes]] | None = None,
         subprotocols: list[str] | None = None,
         handshake: bool = True,
+        sock: socket.socket | None = None,
     ) -> None:
-        assert port is not None, "the server has no listening port"
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        if sock is None:
+            assert port is not None, "the server has no listening port"
+            sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        else:
+            sock.settimeout(TIMEOUT)
+        self.sock = sock
         self.ws = WSConnection(ConnectionType.CLIENT)
         self.events: list[Event] = []
         self.eof = False

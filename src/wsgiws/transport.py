@@ -129,7 +129,9 @@ class Transport:
         self.log = log
         # The socket; closed by the loop thread only.
         self.sock = sock
-        self.server_addr: tuple[str, int] = sock.getsockname()[:2]
+        name = sock.getsockname()
+        #: The local address: ``("", 0)`` for a socket that has none (AF_UNIX).
+        self.server_addr: tuple[str, int] = name[:2] if isinstance(name, tuple) else ("", 0)
         #: Guards the protocol object, the outgoing buffer and the flags below.
         self.lock = threading.Lock()
         # TLS: OpenSSL objects must not be used by two threads at once, so every
