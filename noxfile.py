@@ -173,9 +173,11 @@ def lint(session: nox.Session) -> None:
     session.run("lint-imports", env={"PYTHONPATH": "src"})
 
 
-@nox.session
+@nox.session(python=PRESENT[-1] if PRESENT else None)
 def typing(session: nox.Session) -> None:
-    """Type-check the package, the tests and this file with mypy --strict."""
+    """Type-check the package, the tests and this file with mypy --strict (on the
+    newest interpreter present: the pins differ by Python version, and so do the
+    type hints of some test dependencies)."""
     install(session, "-e", ".[django,redis]", *groups("typing"))
     session.run("mypy", "src", "tests", "noxfile.py")
 
