@@ -86,3 +86,11 @@ def test_the_patch_bounds_inflation_through_wsproto_hooks() -> None:
     assert inflate(negotiated(1000), b"\xff\xff garbage") == (
         CloseReason.INVALID_FRAME_PAYLOAD_DATA
     )
+
+
+def test_client_no_context_takeover_starts_each_message_afresh() -> None:
+    """With client_no_context_takeover the decompressor is dropped after each message."""
+    extension = BoundedDeflate(1000)
+    extension.accept("permessage-deflate; client_no_context_takeover")
+    for _ in range(2):
+        assert inflate(extension, compress(b"b" * 500)) == b"b" * 500

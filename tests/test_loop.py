@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import socket
 import threading
@@ -153,3 +154,109 @@ def test_wake_ups_are_never_lost_under_contention(loop: SelectorLoop) -> None:
             assert done.acquire(timeout=TIMEOUT), "a callback waited for an unrelated wake-up"
         for t in threads:
             t.join()
+
+
+def test_cancel_twice_and_after_firing(loop: SelectorLoop) -> None:
+    """cancel() is idempotent, and harmless once the timer has run."""
+    fired = threading.Event()
+    handles = []
+
+    def arm() -> None:
+        handles.append(loop.call_later(0, fired.set))
+        handles.append(loop.call_later(3600, lambda: None))
+
+    on_loop(loop, arm)
+    assert fired.wait(TIMEOUT)
+    on_loop(loop, lambda: None)
+    fired_handle, pending = handles
+    on_loop(loop, fired_handle.cancel)  # already out of the heap
+    on_loop(loop, pending.cancel)
+    on_loop(loop, pending.cancel)  # counted once
+    assert loop._cancelled_timers == 1
+
+
+def test_compaction_keeps_live_timers(loop: SelectorLoop) -> None:
+    """Compacting the heap drops cancelled timers only; the others still fire."""
+    fired = threading.Event()
+
+    def churn() -> None:
+        loop.call_later(0.05, fired.set)
+        for _ in range(600):
+            loop.call_later(3600, lambda: None).cancel()
+        loop.call_later(0, lambda: None)
+
+    on_loop(loop, churn)
+    assert fired.wait(TIMEOUT)
+    assert loop._cancelled_timers == 0
+
+
+def test_io_callback_exception_is_logged_and_loop_survives(
+    loop: SelectorLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception in a readiness callback is logged; the loop goes on."""
+    a, b = socket.socketpair()
+    failed = threading.Event()
+
+    def on_read() -> None:
+        a.recv(100)
+        failed.set()
+        raise RuntimeError("bug in a callback")
+
+    on_loop(loop, lambda: loop.add_socket(a, on_read))
+    b.sendall(b"x")
+    assert failed.wait(TIMEOUT)
+    on_loop(loop, lambda: loop.remove_socket(a))
+    assert any("unexpected internal error" in r.getMessage() for r in caplog.records)
+    a.close()
+    b.close()
+
+
+def test_unwatching_an_unwatched_socket_does_nothing(loop: SelectorLoop) -> None:
+    a, b = socket.socketpair()
+    on_loop(loop, lambda: loop.watch(a, None, None))
+    on_loop(loop, lambda: None)
+    a.close()
+    b.close()
+
+
+def test_run_threadsafe_runs_at_once_on_the_loop_thread(loop: SelectorLoop) -> None:
+    """On the loop thread run_threadsafe runs before returning; elsewhere it queues."""
+    order: list[str] = []
+
+    def on_the_loop() -> None:
+        loop.run_threadsafe(lambda: order.append("inline"))
+        order.append("after")
+
+    on_loop(loop, on_the_loop)
+    assert order == ["inline", "after"]
+    done = threading.Event()
+    loop.run_threadsafe(done.set)
+    assert done.wait(TIMEOUT)
+    assert not loop.in_loop_thread()
+
+
+def test_check_thread_refuses_other_threads(loop: SelectorLoop) -> None:
+    """Once the loop runs, check_thread() passes on its thread and names any other."""
+    on_loop(loop, loop.check_thread)
+    with pytest.raises(AssertionError, match="not from the test loop thread"):
+        loop.check_thread()
+
+
+def test_wake_up_when_the_pair_is_full_or_closed() -> None:
+    """A full wake-up pair means a wake-up is pending; a closed one, a closed loop."""
+    loop = SelectorLoop("idle")
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            loop._wake_w.send(b"\0" * 65536)
+    loop.call_soon_threadsafe(lambda: None)  # BlockingIOError: a wake-up is pending
+    loop.close()
+    loop.close()  # closing twice is harmless
+    loop._wake_pending = False
+    loop.call_soon_threadsafe(lambda: None)  # OSError: nobody will run it
+
+
+def test_callbacks_queued_by_callbacks_run_on_the_next_pass(loop: SelectorLoop) -> None:
+    """A callback queued from the loop thread runs on the next pass, without a wake-up."""
+    done = threading.Event()
+    on_loop(loop, lambda: loop.call_soon_threadsafe(done.set))
+    assert done.wait(TIMEOUT)

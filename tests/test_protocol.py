@@ -22,6 +22,7 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.extensions import PerMessageDeflate
+from wsproto.utilities import ProtocolError
 
 from wsgiws.protocol import (
     CloseReceived,
@@ -97,6 +98,7 @@ def test_handshake_request_fields() -> None:
     assert request.query_string == "q=1&q=2"
     assert request.subprotocols == ("chat", "v2")
     assert request.header("x-token") == "t"
+    assert request.header("x-absent") is None
 
 
 def test_handshake_in_small_pieces() -> None:
@@ -526,3 +528,131 @@ def test_prepared_message_encodes_each_variant_once() -> None:
     _, client = open_deflate_pair()
     [message] = client_events(client, compressed)
     assert isinstance(message, TextMessage) and message.data == "hello " * 50
+
+
+# -- every branch of the sans-IO protocol --------------------------------------------
+
+
+def test_prepared_message_leaves_short_messages_uncompressed() -> None:
+    """Below the compression threshold a prepared message is the same plain frame."""
+    message = PreparedMessage("hi")
+    assert message.frame(15) == message.frame(None) == encode_frame(TEXT, b"hi")  # type: ignore[arg-type]
+
+
+def test_eof_after_the_end_and_empty_data_during_the_handshake() -> None:
+    """EOF on a closed connection yields nothing; an empty read before a request is
+    the peer going away."""
+    server = ServerProtocol()
+    [failed] = server.receive_data(b"")
+    assert isinstance(failed, Failed) and failed.code == 1006 and failed.status is None
+    assert_state(server, State.CLOSED)
+    assert server.receive_eof() == []
+    server.connection_lost()
+    assert_state(server, State.CLOSED)
+
+
+def test_bytes_during_the_decision_are_parsed_after_accept() -> None:
+    """Frames arriving while the handshake is decided wait for the 101."""
+    server = ServerProtocol()
+    client = WSConnection(ConnectionType.CLIENT)
+    [request] = server.receive_data(client.send(Request(host="h", target="/")))
+    assert isinstance(request, HandshakeRequest) and server.decision_pending
+    assert server.receive_data(frame(TEXT, b"early")) == []
+    assert server.accept() == [MessageReceived("early")]
+    assert not server.decision_pending
+
+
+def test_frames_sent_during_the_decision_follow_the_101_or_are_dropped() -> None:
+    """send_encoded() before accept() keeps the frame for after the 101; reject() or
+    discard_early() drops it; after the end it is refused."""
+    server = ServerProtocol()
+    client = WSConnection(ConnectionType.CLIENT)
+    server.receive_data(client.send(Request(host="h", target="/")))
+    server.send_message("first")
+    assert server.early_size == len(encode_frame(TEXT, b"first"))  # type: ignore[arg-type]
+    assert server.data_to_send() == b""
+    server.accept()
+    events = client_events(client, server.data_to_send())
+    assert isinstance(events[0], AcceptConnection)
+    assert isinstance(events[1], TextMessage) and events[1].data == "first"
+    assert server.early_size == 0
+
+    server = ServerProtocol()
+    server.receive_data(WSConnection(ConnectionType.CLIENT).send(Request(host="h", target="/")))
+    server.send_message("dropped")
+    server.discard_early()
+    assert server.early_size == 0
+    server.send_message("dropped too")
+    server.reject(403, "no")
+    assert b"dropped" not in server.data_to_send()
+    with pytest.raises(ProtocolError):
+        server.send_message("late")
+
+
+def test_body_bytes_that_h11_cannot_parse_after_the_head() -> None:
+    """A chunked body (not allowed) whose chunk h11 cannot parse still gets one 400."""
+    server = ServerProtocol()
+    client = WSConnection(ConnectionType.CLIENT)
+    head = client.send(
+        Request(host="h", target="/", extra_headers=[(b"Transfer-Encoding", b"chunked")])
+    )
+    [failed] = server.receive_data(head + b"zz\r\n")
+    assert isinstance(failed, Failed) and failed.status == 400
+
+
+def test_undecodable_percent_encoding_in_the_path_gets_400() -> None:
+    server = ServerProtocol()
+    client = WSConnection(ConnectionType.CLIENT)
+    [failed] = server.receive_data(client.send(Request(host="h", target="/a%ff")))
+    assert isinstance(failed, Failed) and failed.status == 400
+    assert failed.reason.startswith("invalid request")
+
+
+def test_ping_after_our_close_gets_no_pong() -> None:
+    """Once the server sent its close frame, a ping is not answered."""
+    server, client = open_pair()
+    server.close(1000)
+    client_events(client, server.data_to_send())
+    assert server.receive_data(frame(PING, b"p")) == []
+    assert server.data_to_send() == b""
+
+
+def test_oversized_frame_after_our_close_sends_no_second_close() -> None:
+    """A too-big frame announced after our close fails without another close frame."""
+    server, client = open_pair(max_message_size=100)
+    server.close(1000)
+    client_events(client, server.data_to_send())
+    events = server.receive_data(frame(BINARY, b"", length=1000))
+    assert isinstance(events[-1], Failed) and events[-1].code == 1009
+    assert server.data_to_send() == b""
+
+
+def test_message_inflating_past_the_limit_fails_with_1009() -> None:
+    """A compressed message small on the wire that inflates past the limit: 1009."""
+    server, client = open_deflate_pair(max_message_size=10_000)
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, -15)
+    payload = squeeze.compress(b"a" * 20_000) + squeeze.flush(zlib.Z_SYNC_FLUSH)
+    code, failed = failure(server, client, frame(TEXT, payload[:-4], rsv=4))
+    assert code == 1009
+    assert failed.reason == "message inflates beyond max_message_size of 10000 bytes"
+
+
+def test_commands_in_the_wrong_state_raise() -> None:
+    """accept, reject, ping and close refuse a state that does not allow them."""
+    server = ServerProtocol()
+    with pytest.raises(ProtocolError, match="cannot accept in state CONNECTING"):
+        server.accept()
+    server, _ = open_pair()
+    with pytest.raises(ProtocolError, match="cannot reject in state OPEN"):
+        server.reject(400)
+    server.close()
+    with pytest.raises(ProtocolError, match="cannot ping in state CLOSING"):
+        server.send_ping(b"")
+    with pytest.raises(ProtocolError, match="cannot close in state CLOSING"):
+        server.close()
+
+
+def test_reject_with_a_status_http_does_not_name() -> None:
+    server = ServerProtocol()
+    server.reject(499)
+    assert server.data_to_send().startswith(b"HTTP/1.1 499 Error\r\n")

@@ -76,3 +76,17 @@ def test_inherited_handler_methods_are_used_once() -> None:
     chain = Chain.build(Child)
     assert [f for f, _ in chain.message] == [Base.__dict__["on_message"].__func__]
     assert chain.connect == () and chain.close == ()
+
+
+def test_pattern_of_another_type_is_refused_and_clear_empties() -> None:
+    registry = wsgiws.Registry()
+
+    class Handler(wsgiws.BaseWSClass):
+        pass
+
+    with pytest.raises(TypeError, match=r"pattern must be a str or re\.Pattern"):
+        registry.add(42, Handler)  # type: ignore[arg-type]
+    registry.add(r"/a", Handler)
+    assert len(registry) == 1
+    registry.clear()
+    assert len(registry) == 0 and registry.match("/a") is None

@@ -73,3 +73,41 @@ def test_task_exception_does_not_kill_the_executor() -> None:
     executor.submit(done.set)
     assert done.wait(TIMEOUT)
     pool.shutdown(TIMEOUT)
+
+
+def test_submit_after_shutdown_starts_no_thread() -> None:
+    pool = WorkerPool(2)
+    pool.shutdown(timeout=1)
+    pool.submit(lambda: None)
+    assert pool._threads == []
+
+
+def test_shutdown_from_a_pool_thread_does_not_join_itself() -> None:
+    pool = WorkerPool(1)
+    done = threading.Event()
+
+    def stop() -> None:
+        pool.shutdown(timeout=1)
+        done.set()
+
+    pool.submit(stop)
+    assert done.wait(TIMEOUT)
+
+
+def test_drain_of_exactly_one_batch_stops() -> None:
+    """A drain that ran exactly BATCH tasks and finds none left stops running."""
+    from wsgiws.workers import BATCH
+
+    pool = WorkerPool(1)
+    executor = SerialExecutor(pool)
+    gate = threading.Event()
+    ran: list[int] = []
+    executor.submit(gate.wait)
+    for i in range(BATCH - 1):
+        executor.submit(functools.partial(ran.append, i))
+    gate.set()
+    wait_for(lambda: len(ran) == BATCH - 1)
+    wait_for(lambda: not executor._running)
+    executor.submit(functools.partial(ran.append, BATCH))
+    wait_for(lambda: len(ran) == BATCH)
+    pool.shutdown(timeout=1)

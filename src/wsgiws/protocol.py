@@ -620,7 +620,9 @@ class ServerProtocol:
                 data = event.data
                 self._size += _utf8_len(data) if isinstance(data, str) else len(data)
                 limit = self.max_message_size
-                if limit is not None and self._size > limit:
+                # Defence in depth: DeclaredSize stops a message whose frames announce
+                # too much, BoundedDeflate one that inflates too much, both earlier.
+                if limit is not None and self._size > limit:  # pragma: no cover
                     events.append(
                         self._fail(
                             CloseReason.MESSAGE_TOO_BIG,
@@ -643,7 +645,8 @@ class ServerProtocol:
                     self._out.append(self._ws.send(event.response()))
             elif isinstance(event, Pong):
                 events.append(PongReceived(bytes(event.payload)))
-            elif isinstance(event, CloseConnection):
+            else:  # once open, wsproto yields no other event
+                assert isinstance(event, CloseConnection), event
                 if self._ws.state is ConnectionState.OPEN:
                     # wsproto reports a frame it could not parse as a close event
                     # while staying OPEN: this is a protocol failure of the peer.
