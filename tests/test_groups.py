@@ -423,23 +423,28 @@ def test_redis_backend_without_redis_names_the_extra(monkeypatch: pytest.MonkeyP
 def test_redis_wire_format_round_trips_and_rejects_garbage() -> None:
     """Messages survive pack/unpack; malformed channel data is refused with ValueError."""
     for envelope in (
-        Envelope("group", "room", "héllo\nworld", "abc"),
+        Envelope("group", "room with spaces\n", "héllo\nworld", "abc"),
         Envelope("all", "", b"\x00\xff\n"),
         Envelope("one", "0123", ""),
+        Envelope("group", "g", "x", ""),
     ):
-        received = unpack(pack("host:1:ab", 7, envelope))
-        assert (received.origin, received.seq, received.envelope) == ("host:1:ab", 7, envelope)
-        assert received.prepared.frame() == wsgiws.protocol.encode_message(envelope.message)
+        received = unpack(pack("host:1:ab", 7, envelope, now=12.5))
+        assert (received.origin, received.seq, received.envelope) == (b"host:1:ab", 7, envelope)
+        assert received.published == 12.5
     good = pack("o", 1, Envelope("group", "g", "x"))
+    assert good.startswith(b"wsgiws/2 o ")
     for bad in (
         b"",
         b"something else\n",
-        good.replace(b"wsgiws/1", b"wsgiws/9"),
-        good.replace(b'"k":"group"', b'"k":"nope"'),
-        good.replace(b'"s":1', b'"s":"1"'),
-        b'wsgiws/1 {"o":"o","s":1,"k":"all","t":"","x":null,"b":false}\n\xff',
-        b"wsgiws/1 [1]\n",
-        b"wsgiws/1 {bad json\n",
+        good.replace(b"wsgiws/2", b"wsgiws/9"),
+        good.replace(b" gt ", b" zt "),
+        good.replace(b" gt ", b" gx "),
+        good.replace(b" gt ", b" g "),
+        good.replace(b"o 1 ", b"o one "),
+        b"wsgiws/2 o 1 at 0 0 -1\n\xff",
+        b"wsgiws/2 o 1 gt 0 9 -1\ng",
+        b"wsgiws/2 o 1 gt 0 -1 -1\n",
+        b"wsgiws/2 o 1 gt 0 1\ng",
     ):
         with pytest.raises(ValueError):
             unpack(bad)

@@ -47,6 +47,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Union
 
 from . import lifecycle
@@ -200,6 +201,16 @@ class LocalHub:
         # Cached member tuples, so that sending to a big group does not copy it.
         self._snapshots: dict[str, tuple[Member, ...]] = {}
         self._all: tuple[Member, ...] | None = None
+        #: Called (outside the hub's lock) with a group's name when the group gains
+        #: its first member in this process or loses its last one; a backend that
+        #: subscribes per group sets it (and reads :meth:`has_group`).
+        self.listener: Callable[[str], None] | None = None
+
+    def _changed(self, names: Iterable[str]) -> None:
+        listener = self.listener
+        if listener is not None:
+            for name in names:
+                listener(name)
 
     # -- registration (the connection calls these) ---------------------------------
 
@@ -212,6 +223,7 @@ class LocalHub:
 
     def unregister(self, connection: Member) -> None:
         """Forget ``connection`` and remove it from every group it joined."""
+        emptied = []
         with self._lock:
             if self._connections.pop(connection.id, None) is None:
                 return
@@ -224,6 +236,8 @@ class LocalHub:
                 self._snapshots.pop(name, None)
                 if not members:
                     del self._groups[name]
+                    emptied.append(name)
+        self._changed(emptied)
 
     # -- membership ----------------------------------------------------------------
 
@@ -241,8 +255,14 @@ class LocalHub:
             if name in names:
                 return
             names.add(name)
-            self._groups.setdefault(name, {})[connection.id] = connection
+            members = self._groups.get(name)
+            created = members is None
+            if members is None:
+                members = self._groups[name] = {}
+            members[connection.id] = connection
             self._snapshots.pop(name, None)
+        if created:
+            self._changed((name,))
 
     def leave(self, connection: Member, name: str) -> None:
         """Remove ``connection`` from group ``name`` (no-op if it is not a member)."""
@@ -255,8 +275,10 @@ class LocalHub:
             members = self._groups[name]
             members.pop(connection.id, None)
             self._snapshots.pop(name, None)
-            if not members:
-                del self._groups[name]
+            if members:
+                return
+            del self._groups[name]
+        self._changed((name,))
 
     def groups_of(self, connection: Member) -> frozenset[str]:
         """The names of the groups ``connection`` belongs to."""
@@ -267,6 +289,11 @@ class LocalHub:
         """The names of the groups with at least one member in this process."""
         with self._lock:
             return frozenset(self._groups)
+
+    def has_group(self, name: str) -> bool:
+        """Whether group ``name`` has a member in this process."""
+        with self._lock:
+            return name in self._groups
 
     def find(self, connection_id: str) -> Member | None:
         """The connection of this process with id ``connection_id``, if any."""
@@ -315,14 +342,55 @@ class LocalHub:
         """
         if prepared is None:
             prepared = PreparedMessage(envelope.message)
+        return send_prepared_to(self._targets(envelope), prepared, envelope.exclude)
+
+    def _targets(self, envelope: Envelope) -> tuple[Member, ...]:
         if envelope.kind == "group":
-            targets = self._group_snapshot(envelope.target)
-        elif envelope.kind == "all":
-            targets = self._all_snapshot()
-        else:
-            connection = self.find(envelope.target)
-            targets = (connection,) if connection is not None else ()
-        return send_prepared_to(targets, prepared, envelope.exclude)
+            return self._group_snapshot(envelope.target)
+        if envelope.kind == "all":
+            return self._all_snapshot()
+        connection = self.find(envelope.target)
+        return (connection,) if connection is not None else ()
+
+    def deliver_batch(self, batch: list[tuple[Envelope, PreparedMessage]]) -> int:
+        """Queue several messages to their addressees, each member's in one write.
+
+        Each member gets, in one :meth:`Member.send_prepared`, the frames of the
+        messages of ``batch`` meant for it, in order; members that get the same
+        messages share the same joined bytes. Returns the number of (message, member)
+        deliveries. Used by backends for what they receive from other processes,
+        from any thread.
+        """
+        if len(batch) == 1:
+            return self.deliver(*batch[0])
+        per_member: dict[Member, list[int]] = {}
+        for index, (envelope, _) in enumerate(batch):
+            exclude = envelope.exclude
+            for connection in self._targets(envelope):
+                if connection.id == exclude:
+                    continue
+                indices = per_member.get(connection)
+                if indices is None:
+                    per_member[connection] = [index]
+                else:
+                    indices.append(index)
+        shared: dict[tuple[int, ...], PreparedMessage] = {}
+        sent = 0
+        for connection, indices in per_member.items():
+            key = tuple(indices)
+            prepared = shared.get(key)
+            if prepared is None:
+                if len(key) == 1:
+                    prepared = batch[key[0]][1]
+                else:
+                    prepared = PreparedBatch([batch[i][1] for i in key])
+                shared[key] = prepared
+            try:
+                connection.send_prepared(prepared)
+            except ConnectionClosed:
+                continue
+            sent += len(key)
+        return sent
 
     def reset_after_fork(self) -> None:
         """Forget everything, with a new lock (in a forked child, before any thread)."""
@@ -332,6 +400,25 @@ class LocalHub:
         self._member_of = {}
         self._snapshots = {}
         self._all = None
+
+
+class PreparedBatch(PreparedMessage):
+    """Several prepared messages sent as one write: their frames, joined once per variant."""
+
+    __slots__ = ("_parts",)
+
+    def __init__(self, parts: list[PreparedMessage]) -> None:
+        self._parts = parts
+        self._frames = {}
+
+    def frame(self, deflate_bits: int | None = None) -> bytes:
+        """The frames of every message for a connection with window ``deflate_bits``."""
+        frame = self._frames.get(deflate_bits)
+        if frame is None:
+            frame = self._frames[deflate_bits] = b"".join(
+                part.frame(deflate_bits) for part in self._parts
+            )
+        return frame
 
 
 def send_prepared_to(

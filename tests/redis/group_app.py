@@ -55,17 +55,22 @@ def backend_status() -> dict[str, Any]:
         "connected": backend.connected,
         "lost": backend.lost_messages,
         "origin": backend.origin,
+        "stats": backend.stats.as_dict(),
     }
 
 
 @wsgiws.Namespace(r"/room/(?P<name>[\w-]+)", registry=registry)
 class Room(wsgiws.BaseWSClass):
-    """A member of one group; it never answers, it only receives."""
+    """A member of one group: what it sends goes to the whole group, itself included."""
 
     @classmethod
     def on_connect(cls, websocket: wsgiws.WebSocket, path: str) -> None:
         websocket.join(websocket.match["name"])
         websocket.send_json({"hello": os.getpid(), "id": websocket.id})
+
+    @classmethod
+    def on_message(cls, websocket: wsgiws.WebSocket, message: str | bytes) -> None:
+        wsgiws.group(websocket.match["name"]).send(message)
 
     @classmethod
     def on_close(cls, websocket: wsgiws.WebSocket) -> None:
