@@ -3,7 +3,7 @@
 // Loopback only: the target host must be 127.0.0.1 / localhost / ::1.
 // Every loop is bounded both in message count and in wall time.
 //
-// Usage: node loadgen.mjs --scenario echo|broadcast --url ws://127.0.0.1:PORT/echo [options]
+// Usage: node loadgen.mjs --scenario echo|broadcast|chat --url ws://127.0.0.1:PORT/echo [options]
 //
 // Output: one JSON object per line on stdout.
 //   {"event":"measure_start"} / {"event":"measure_end"} bracket the measured
@@ -29,6 +29,11 @@ const DEFAULTS = {
   rounds: 1,
   "bcast-count": 100,
   "bcast-warmup": 5,
+  // chat
+  groups: 40,
+  "chat-count": 50, // messages each client sends (measured phase)
+  "chat-warmup": 5,
+  rate: 0, // chat: messages/s each client sends; 0 = as fast as its own echo returns
 };
 
 function parseArgs(args) {
@@ -452,6 +457,189 @@ async function runBroadcast(o) {
   };
 }
 
+// ---------------------------------------------------------------- chat ----
+//
+// Protocol: client -> "join <group>" (text); the server joins the connection to
+// that group and answers "joined". Then every binary message a client sends is
+// sent by the server to the client's whole group, the sender included. Each
+// message is `size` bytes: u32 sender index, u32 sequence number, f64 send time
+// (ms, this process's clock), padding. Client i is in group i % groups; with
+// several server processes on one port the kernel spreads the clients over them,
+// so most groups have members in several processes.
+//
+// Each client sends `window` messages ahead of its own echo (or at `rate`
+// messages/s when rate > 0), `chat-count` in all. Every delivery is checked: each
+// receiver must get each sender of its group's messages exactly once and in
+// order. Latency = receive time - send time, over every delivery.
+async function runChat(o) {
+  const n = o.connections;
+  const size = Math.max(16, o.size);
+  const tConn0 = nowNs();
+  const sockets = await connectAll(o.url, n, o["connect-batch"], o["connect-timeout"]);
+  const connectS = nsToS(nowNs() - tConn0);
+  const groupOf = (i) => i % o.groups;
+  const members = Array.from({ length: o.groups }, () => []);
+  sockets.forEach((_, i) => members[groupOf(i)].push(i));
+
+  await new Promise((resolve, reject) => {
+    let acks = 0;
+    const t = setTimeout(() => reject(new Error("join timed out")), o["connect-timeout"] * 1000);
+    sockets.forEach((ws, i) => {
+      ws.once("message", (data) => {
+        if (data.toString() !== "joined") stderr.write(`unexpected join reply ${data}\n`);
+        if (++acks === n) {
+          clearTimeout(t);
+          resolve();
+        }
+      });
+      ws.send(`join room-${groupOf(i)}`);
+    });
+  });
+
+  // From here on each client parses the server's frames straight off its socket.
+  const rawOk = sockets.every((ws) => ws._socket && ws._receiver && ws._receiver._bufferedBytes === 0);
+  if (!rawOk) throw new Error("chat needs ws internals (_socket) to read frames raw");
+  const handlers = sockets.map(() => null);
+  sockets.forEach((ws, i) => {
+    const sock = ws._socket;
+    for (const l of sock.listeners("data")) sock.removeListener("data", l);
+    let carry = null;
+    sock.on("data", (chunk) => {
+      let buf = carry ? Buffer.concat([carry, chunk]) : chunk;
+      let pos = 0;
+      const t = performance.now();
+      while (buf.length - pos >= 2) {
+        const b0 = buf[pos];
+        let len = buf[pos + 1] & 0x7f;
+        let hdr = 2;
+        if (len === 126) {
+          if (buf.length - pos < 4) break;
+          len = buf.readUInt16BE(pos + 2);
+          hdr = 4;
+        } else if (len === 127) {
+          if (buf.length - pos < 10) break;
+          len = Number(buf.readBigUInt64BE(pos + 2));
+          hdr = 10;
+        }
+        if (buf.length - pos < hdr + len) break;
+        if (b0 === 0x82 && handlers[i]) handlers[i](buf, pos + hdr, len, t);
+        pos += hdr + len;
+      }
+      carry = pos < buf.length ? Buffer.from(buf.subarray(pos)) : null;
+    });
+  });
+
+  const phase = (count, timeoutS, record) =>
+    new Promise((resolve) => {
+      const perReceiver = sockets.map((_, i) => members[groupOf(i)].length * count);
+      const lastSeq = sockets.map((_, i) => new Map(members[groupOf(i)].map((s) => [s, -1])));
+      const sent = new Int32Array(n);
+      const acked = new Int32Array(n);
+      const got = new Int32Array(n);
+      const lat = record ? new Float64Array(perReceiver.reduce((a, b) => a + b, 0)) : null;
+      let nLat = 0;
+      let errors = 0;
+      let doneClients = 0;
+      let finished = false;
+      let lastT = 0;
+      const timers = [];
+      const t0 = performance.now();
+      const frames = sockets.map(() => Buffer.alloc(size, 0x61));
+      const sendOne = (i) => {
+        const f = Buffer.allocUnsafe(size);
+        frames[i].copy(f);
+        f.writeUInt32BE(i, 0);
+        f.writeUInt32BE(sent[i], 4);
+        f.writeDoubleBE(performance.now(), 8);
+        sent[i]++;
+        sockets[i].send(f, { binary: true });
+      };
+      const finish = (timedOut) => {
+        if (finished) return;
+        finished = true;
+        clearTimeout(timer);
+        for (const t of timers) clearInterval(t);
+        for (let i = 0; i < n; i++) handlers[i] = null;
+        const deliveries = got.reduce((a, b) => a + b, 0);
+        const expected = perReceiver.reduce((a, b) => a + b, 0);
+        resolve({ deliveries, expected, errors, timedOut, t0, lastT, lat: lat ? lat.subarray(0, nLat) : null, sentTotal: sent.reduce((a, b) => a + b, 0) });
+      };
+      sockets.forEach((_, i) => {
+        handlers[i] = (buf, off, len, t) => {
+          if (len !== size) {
+            errors++;
+            return;
+          }
+          const sender = buf.readUInt32BE(off);
+          const seq = buf.readUInt32BE(off + 4);
+          const prev = lastSeq[i].get(sender);
+          if (prev === undefined || seq !== prev + 1) errors++;
+          lastSeq[i].set(sender, seq);
+          if (lat) lat[nLat++] = t - buf.readDoubleBE(off + 8);
+          lastT = t;
+          if (++got[i] === perReceiver[i] && ++doneClients === n) finish(false);
+          if (sender === i && o.rate <= 0) {
+            acked[i]++;
+            if (sent[i] < count) sendOne(i);
+          }
+        };
+      });
+      if (o.rate > 0) {
+        const every = 1000 / o.rate;
+        sockets.forEach((_, i) => {
+          const start = setTimeout(() => {
+            const iv = setInterval(() => {
+              if (sent[i] < count) sendOne(i);
+              else clearInterval(iv);
+            }, every);
+            timers.push(iv);
+          }, Math.random() * every);
+          timers.push(start);
+        });
+      } else {
+        for (let i = 0; i < n; i++) for (let k = 0; k < Math.min(o.window, count); k++) sendOne(i);
+      }
+      const timer = setTimeout(() => finish(true), timeoutS * 1000);
+    });
+
+  if (o["chat-warmup"] > 0) await phase(o["chat-warmup"], Math.min(o.duration, 20), false);
+  emit({ event: "measure_start" });
+  const cpu0 = cpuUsage();
+  const r = await phase(o["chat-count"], o.duration, true);
+  const cpuS = cpuDelta(cpu0);
+  emit({ event: "measure_end" });
+  await closeAll(sockets);
+
+  const wallS = (r.lastT - r.t0) / 1000;
+  const s = r.lat ? Float64Array.from(r.lat).sort() : new Float64Array();
+  return {
+    scenario: "chat",
+    connections: n,
+    groups: o.groups,
+    size,
+    messages_per_client: o["chat-count"],
+    window: o.window,
+    rate_per_client: o.rate,
+    connect_s: connectS,
+    sent: r.sentTotal,
+    expected_deliveries: r.expected,
+    deliveries: r.deliveries,
+    errors: r.errors + (r.expected - r.deliveries),
+    timed_out: r.timedOut,
+    wall_s: wallS,
+    messages_per_s: r.sentTotal / wallS,
+    deliveries_per_s: r.deliveries / wallS,
+    latency_ms: {
+      p50: percentile(s, 50),
+      p90: percentile(s, 90),
+      p99: percentile(s, 99),
+      max: s.length ? s[s.length - 1] : null,
+    },
+    loadgen_cpu_s: cpuS,
+    loadgen_cpu_frac: cpuS / wallS,
+  };
+}
+
 // ---------------------------------------------------------------- main ----
 
 async function main() {
@@ -468,6 +656,7 @@ async function main() {
   let result;
   if (o.scenario === "echo") result = await runEcho(o);
   else if (o.scenario === "broadcast") result = await runBroadcast(o);
+  else if (o.scenario === "chat") result = await runChat(o);
   else throw new Error(`unknown scenario ${o.scenario}`);
   emit({ event: "result", node: process.version, ...result });
 }

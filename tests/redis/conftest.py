@@ -13,6 +13,7 @@ import os
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ from typing import IO
 import pytest
 
 import redis
+from redis.crc import key_slot
 
 from ..helpers import TIMEOUT, free_port, wait_for
 
@@ -36,8 +38,9 @@ REDIS_SERVER = shutil.which("redis-server") or (
 class RedisServer:
     """One ``redis-server`` process on 127.0.0.1, without persistence."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
+        self.extra = extra
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -49,7 +52,7 @@ class RedisServer:
         """Start on the current port (a free one the first time) and wait for PING."""
         assert REDIS_SERVER is not None
         for _ in range(5):
-            port = self.port or free_port()
+            port = self.port or self._free_port()
             log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 - owned by Popen
             self.process = subprocess.Popen(
                 [
@@ -66,6 +69,7 @@ class RedisServer:
                     str(self.workdir),
                     "--daemonize",
                     "no",
+                    *self.extra,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -78,6 +82,9 @@ class RedisServer:
             if self.port:
                 break  # a restart must keep its port: do not try another one
         raise RuntimeError(f"redis-server did not start; see {self.workdir / 'redis.log'}")
+
+    def _free_port(self) -> int:
+        return free_port()
 
     def _wait_ping(self, port: int) -> bool:
         deadline = time.monotonic() + TIMEOUT
@@ -110,6 +117,110 @@ class RedisServer:
 
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=2)
+
+
+class ClusterNode(RedisServer):
+    """A redis-server in cluster mode; its cluster bus port (port + 10000) must be free."""
+
+    def __init__(self, workdir: Path) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__(
+            workdir,
+            (
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "1000",
+                "--cluster-require-full-coverage",
+                "no",
+            ),
+        )
+
+    def _free_port(self) -> int:
+        for _ in range(50):
+            port = free_port()
+            if port + 10000 >= 65536:
+                continue
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+        raise RuntimeError("no free port with a free cluster bus port")
+
+
+class RedisCluster:
+    """Three master nodes on 127.0.0.1 sharing the 16384 slots, no replicas."""
+
+    SLOTS = 16384
+
+    def __init__(self, workdir: Path, size: int = 3) -> None:
+        self.nodes = [ClusterNode(workdir / f"node{i}") for i in range(size)]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        with contextlib.closing(self.nodes[0].client()) as client:
+            version = str(client.info("server")["redis_version"])
+        if int(version.split(".")[0]) < 7:
+            pytest.skip(f"sharded pub/sub needs Redis 7 or later, this is {version}")
+        share = self.SLOTS // len(self.nodes)
+        for i, node in enumerate(self.nodes):
+            last = self.SLOTS - 1 if i == len(self.nodes) - 1 else (i + 1) * share - 1
+            with contextlib.closing(node.client()) as client:
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * share, last)
+        with contextlib.closing(self.nodes[0].client()) as first:
+            for node in self.nodes[1:]:
+                first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+        self.wait_ok()
+
+    def wait_ok(self) -> None:
+        """Wait until every node reports the cluster ok and knows every node's slots."""
+
+        def ok() -> bool:
+            for node in self.nodes:
+                with contextlib.closing(node.client()) as client:
+                    try:
+                        info = client.execute_command("CLUSTER", "INFO")
+                        slots = client.execute_command("CLUSTER", "SLOTS")
+                    except redis.RedisError:
+                        return False
+                text = info.decode() if isinstance(info, bytes) else str(info)
+                if "cluster_state:ok" not in text or len(slots) != len(self.nodes):
+                    return False
+            return True
+
+        wait_for(ok, 6 * TIMEOUT, "the cluster did not become ok")
+
+    def node_of(self, channel: str) -> ClusterNode:
+        """The node serving ``channel``'s hash slot."""
+        slot = key_slot(channel.encode())
+        share = self.SLOTS // len(self.nodes)
+        return self.nodes[min(slot // share, len(self.nodes) - 1)]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    """Three real redis-server nodes in cluster mode (Redis 7+ for sharded pub/sub)."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (Debian package redis-server)")
+    cluster = RedisCluster(tmp_path / "cluster")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture
