@@ -20,12 +20,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
+from redis.crc import key_slot
 
 import redis
-from redis.crc import key_slot
 
 from ..helpers import TIMEOUT, free_port, wait_for
 
@@ -119,6 +119,11 @@ class RedisServer:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=2)
 
 
+def raw(client: redis.Redis) -> Any:
+    """``client`` for ``execute_command``, which redis-py does not type."""
+    return client
+
+
 class ClusterNode(RedisServer):
     """A redis-server in cluster mode; its cluster bus port (port + 10000) must be free."""
 
@@ -175,10 +180,10 @@ class RedisCluster:
         for i, node in enumerate(self.nodes):
             last = self.SLOTS - 1 if i == len(self.nodes) - 1 else (i + 1) * share - 1
             with contextlib.closing(node.client()) as client:
-                client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * share, last)
+                raw(client).execute_command("CLUSTER", "ADDSLOTSRANGE", i * share, last)
         with contextlib.closing(self.nodes[0].client()) as first:
             for node in self.nodes[1:]:
-                first.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+                raw(first).execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
         self.wait_ok()
 
     def wait_ok(self) -> None:
@@ -188,8 +193,8 @@ class RedisCluster:
             for node in self.nodes:
                 with contextlib.closing(node.client()) as client:
                     try:
-                        info = client.execute_command("CLUSTER", "INFO")
-                        slots = client.execute_command("CLUSTER", "SLOTS")
+                        info = raw(client).execute_command("CLUSTER", "INFO")
+                        slots = raw(client).execute_command("CLUSTER", "SLOTS")
                     except redis.RedisError:
                         return False
                 text = info.decode() if isinstance(info, bytes) else str(info)

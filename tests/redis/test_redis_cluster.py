@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Any
 
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from ..helpers import TIMEOUT, wait_for
-from .conftest import RedisCluster, Spawner
+from .conftest import RedisCluster, Spawner, raw
 from .test_redis_groups import command, expect_all, members, status, ws_url
 
 pytestmark = pytest.mark.redis
@@ -32,7 +31,7 @@ def groups_on_every_node(cluster: RedisCluster, per_node: int = 1) -> dict[int, 
 def shardnumsub(cluster: RedisCluster, channel: str) -> int:
     node = cluster.node_of(channel)
     with contextlib.closing(node.client()) as client:
-        reply: Any = client.execute_command("PUBSUB", "SHARDNUMSUB", channel)
+        reply = raw(client).execute_command("PUBSUB", "SHARDNUMSUB", channel)
     return int(reply[1])
 
 
