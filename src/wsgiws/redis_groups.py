@@ -542,6 +542,9 @@ class RedisBackend:
         self._wanted: set[bytes] = {self.channel.encode()}
         self._asked: dict[bytes, str] = {}  # channel -> node address
         self._confirmed: set[bytes] = set()
+        # (Un)subscriptions sent whose reply has not come yet, per channel.
+        self._outstanding: dict[bytes, int] = {}
+        self._session_up = False
         self._waiters: dict[bytes, list[threading.Event]] = {}
         self._seen: dict[bytes, dict[bytes, int]] = {}
         self._wake_r, self._wake_w = socket.socketpair()
@@ -905,16 +908,17 @@ class RedisBackend:
                 self._end_session()
                 for wire in wires.values():
                     wire.close()
+            if self._session_up:  # it worked for a while: retry soon
+                delay = self.reconnect_delay
             if self._stop_event.wait(delay):
                 break
             delay = min(delay * 2, self.reconnect_max_delay)
-            if self._state == "up":
-                delay = self.reconnect_delay
 
     def _end_session(self) -> None:
         with self._cond:
             self._asked.clear()
             self._confirmed.clear()
+            self._outstanding.clear()
             self._subscriber_ids.clear()
             self._subscriber_wires = []
             self._backlog_kernel = 0
@@ -922,6 +926,7 @@ class RedisBackend:
 
     def _session(self, wires: dict[str, Wire]) -> None:
         """Connect, subscribe to every wanted channel, then read until an error."""
+        self._session_up = False
         with self._cond:
             self._reset_requested = None
         if self.cluster:
@@ -949,6 +954,7 @@ class RedisBackend:
                     with self._cond:
                         up = self._asked.keys() <= self._confirmed
                     if up:
+                        self._session_up = True
                         self._went_up()
                     elif time.monotonic() > deadline:
                         raise self._redis.TimeoutError("Redis did not confirm the subscriptions")
@@ -1010,11 +1016,13 @@ class RedisBackend:
             placed = [(self._node_of(c), c) for c in add]
             for address, channel in placed:
                 self._asked[channel] = address
+            for _, channel in placed + drop:
+                self._outstanding[channel] = self._outstanding.get(channel, 0) + 1
         by_node: dict[str, list[bytes]] = {}
-        for address, channel in placed:
-            by_node.setdefault(address, []).append(_command(self._subscribe_cmd, channel))
         for address, channel in drop:
             by_node.setdefault(address, []).append(_command(self._unsubscribe_cmd, channel))
+        for address, channel in placed:
+            by_node.setdefault(address, []).append(_command(self._subscribe_cmd, channel))
         for address, commands in by_node.items():
             wire = wires.get(address)
             if wire is None:  # a node not known at connection time: start again
@@ -1029,33 +1037,36 @@ class RedisBackend:
                 kind = value[0]
                 if kind == b"message" or kind == b"smessage":
                     messages.append((value[1], value[2]))
-                elif kind == b"subscribe" or kind == b"ssubscribe":
-                    self._confirm(value[1])
-                elif kind == b"unsubscribe" or kind == b"sunsubscribe":
-                    self._unconfirmed(value[1])
+                elif kind in (b"subscribe", b"ssubscribe", b"unsubscribe", b"sunsubscribe"):
+                    self._replied(value[1])
             elif isinstance(value, RespError):
                 if value.args and str(value.args[0]).startswith("MOVED"):
                     raise self._redis.ConnectionError(f"the cluster changed: {value}")
                 logger.warning("Redis at %s answered an error: %s", wire.address, value)
 
-    def _confirm(self, channel: bytes) -> None:
+    def _replied(self, channel: bytes) -> None:
+        """A (un)subscription reply: once all the channel's are in, its state is known."""
         with self._cond:
+            left = self._outstanding.get(channel, 0) - 1
+            if left < 0:
+                # Redis ended a subscription by itself: a slot moved to another node.
+                if channel in self._asked:
+                    raise self._redis.ConnectionError(
+                        f"Redis ended the subscription to {channel.decode(errors='replace')}"
+                    )
+                return
+            if left:
+                self._outstanding[channel] = left
+                return
+            del self._outstanding[channel]
             if channel not in self._asked:
-                return  # unsubscribed again meanwhile
+                self._seen.pop(channel, None)
+                return
             self._confirmed.add(channel)
             self._seen.pop(channel, None)  # a new subscription: a new sequence
             waiters = self._waiters.pop(channel, ())
         for event in waiters:
             event.set()
-
-    def _unconfirmed(self, channel: bytes) -> None:
-        with self._cond:
-            if channel in self._asked:
-                # Redis ended a subscription we still want: a slot moved to another node.
-                raise self._redis.ConnectionError(
-                    f"Redis ended the subscription to {channel.decode(errors='replace')}"
-                )
-            self._seen.pop(channel, None)
 
     def _dispatch(self, messages: list[tuple[bytes, bytes]]) -> None:
         """Parse a batch of messages once and hand them to the hub in one go."""

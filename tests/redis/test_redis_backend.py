@@ -250,6 +250,42 @@ def test_subscriptions_follow_membership_and_join_closes_the_race(
         assert backend.stats.received == 40
 
 
+def test_leaving_and_joining_again_at_once_keeps_the_subscription(
+    redis_server: RedisServer, registry: wsgiws.Registry
+) -> None:
+    """The last member leaving and one joining right after, whatever the order in which
+    Redis answers the unsubscription and the new subscription, leave the group
+    subscribed: a message published right after the join arrives, and no outage."""
+
+    @wsgiws.Namespace(r"/flip", registry=registry)
+    class Flip(wsgiws.BaseWSClass):
+        @classmethod
+        def on_connect(cls, websocket: wsgiws.WebSocket, path: str) -> None:
+            websocket.join("flip")
+
+        @classmethod
+        def on_message(cls, websocket: wsgiws.WebSocket, message: str | bytes) -> None:
+            websocket.leave("flip")
+            if message == "pause":
+                time.sleep(0.001 * (hash(websocket.id) % 3))
+            websocket.join("flip")
+            websocket.send("flipped")
+
+    with (
+        ready_backend(redis_server.url) as backend,
+        serve(registry) as server,
+        contextlib.closing(redis_server.client()) as other,
+        connect(f"ws://127.0.0.1:{server.port}/flip", open_timeout=TIMEOUT) as member,
+    ):
+        channel = backend.group_channel("flip")
+        for seq in range(1, 61):
+            member.send("pause" if seq % 2 else "now")
+            assert member.recv(timeout=TIMEOUT) == "flipped"
+            other.publish(channel, pack("elsewhere:1:x", seq, Envelope("group", "flip", str(seq))))
+            assert member.recv(timeout=TIMEOUT) == str(seq)
+        assert backend.stats.outages == 0 and backend.stats.missed == 0
+
+
 def test_a_silent_redis_is_noticed_within_a_second(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
