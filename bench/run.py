@@ -1,22 +1,26 @@
-"""wsgiws benchmark orchestrator.
+"""wsgiws benchmark orchestrator: the table of issue 11, in one run.
 
 Starts each WebSocket server under test as a subprocess on 127.0.0.1 (port 0,
-the server prints its port), drives it with the Node.js load generator in
-``bench/loadgen`` (npm ``ws``), samples both processes' CPU time, prints a
-table and the ratios ``wsgiws / websockets`` per scenario.
+the server prints its port), pinned to one CPU with ``taskset``, drives it with
+the Node.js load generator in ``bench/loadgen`` (npm ``ws``) pinned to another,
+samples both processes' CPU time (and the server's memory), and writes a table
+of figures and ratios (``wsgiws / peer``) as Markdown and JSON.
 
-    python bench/run.py [--quick] [--json PATH] [--servers A,B] [--scenarios X,Y]
+    python bench/run.py [--quick] [--servers A,B] [--scenarios X,Y] [--repeat N]
+                        [--out PREFIX] [--json PATH] [--no-pin]
 
 Everything talks to loopback only, and every load loop is bounded both in
-message count and in wall time.
+count and in wall time.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -25,16 +29,26 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 LOADGEN_DIR = BENCH_DIR / "loadgen"
 SERVERS_DIR = BENCH_DIR / "servers"
+RESULTS_DIR = BENCH_DIR / "results"
 HOST = "127.0.0.1"
 SUBJECT = "wsgiws"
+#: The peer every server is compared with in the issue's table.
+REFERENCE = "websockets-asyncio"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-LOADGEN_SATURATION = 0.8  # fraction of one core above which we warn
+#: Fraction of its core above which the load generator may be the bottleneck:
+#: a throughput figure measured above it is flagged invalid (a lower bound).
+LOADGEN_SATURATION = 0.9
+#: Fraction of a core that other processes may use on the server's core (or on the
+#: generator's) during a measurement before its figure is flagged invalid.
+OTHER_LOAD_LIMIT = 0.1
+#: Upper bound for the open-files limit this process raises itself to.
+MAX_NOFILE = 65_536
 
 
 @dataclass(frozen=True)
@@ -43,12 +57,36 @@ class ServerSpec:
     script: str
     description: str
     needs: str  # module that must import for this server to run
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    deflate: bool = True  # speaks permessage-deflate
+    #: Only these scenarios (empty: all).
+    only: tuple[str, ...] = ()
+    #: Run only when the probe of wsgiws says so (see ``main``).
+    variant: str = ""
 
 
 SERVERS: tuple[ServerSpec, ...] = (
-    ServerSpec(SUBJECT, "wsgiws_echo.py", "wsgiws.Server (selector loop thread)", "wsgiws"),
+    ServerSpec(SUBJECT, "wsgiws_echo.py", "wsgiws.Server, handlers on the worker pool", "wsgiws"),
     ServerSpec(
-        "websockets-asyncio",
+        "wsgiws-inline",
+        "wsgiws_echo.py",
+        "wsgiws.Server, handlers inline on the loop thread (opt-in mode)",
+        "wsgiws",
+        args=("--inline",),
+        variant="inline",
+    ),
+    ServerSpec(
+        "wsgiws-pure",
+        "wsgiws_echo.py",
+        "wsgiws.Server without its C accelerator (WSGIWS_NO_SPEEDUPS=1)",
+        "wsgiws",
+        env=(("WSGIWS_NO_SPEEDUPS", "1"),),
+        only=("large-1",),
+        variant="accelerated",
+    ),
+    ServerSpec(
+        REFERENCE,
         "websockets_asyncio_echo.py",
         "websockets.asyncio.server.serve",
         "websockets",
@@ -59,6 +97,17 @@ SERVERS: tuple[ServerSpec, ...] = (
         "websockets.sync.server.serve (thread per connection)",
         "websockets",
     ),
+    ServerSpec("aiohttp", "aiohttp_echo.py", "aiohttp web.WebSocketResponse", "aiohttp"),
+    ServerSpec(
+        "picows", "picows_echo.py", "picows ws_create_server (Cython)", "picows", deflate=False
+    ),
+    ServerSpec(
+        "flask-sock",
+        "flask_sock_echo.py",
+        "flask-sock on Werkzeug's threaded server (WSGI, thread per connection)",
+        "flask_sock",
+        deflate=False,
+    ),
 )
 
 
@@ -67,118 +116,135 @@ class Scenario:
     key: str
     title: str
     path: str
-    metric: str  # key in the loadgen result; higher is better
+    metric: str  # key in the result data
     unit: str
-    full: dict[str, Any]
+    full: dict[str, Any]  # load generator options (--key value)
     quick: dict[str, Any]
     needs_group: bool = False
+    #: Extra server options; scenarios with the same ones share server processes.
+    server_args: tuple[str, ...] = ()
+    #: Each server is started afresh for this scenario, and stopped after it.
+    fresh_server: bool = False
+    lower_is_better: bool = False
+    #: Issue 11's goal for wsgiws against websockets (asyncio): ratio, or for
+    #: ``lower_is_better`` an absolute ceiling in ``unit``.
+    goal: float | None = None
+    #: Run by default (others only when named with --scenarios).
+    default: bool = True
+    #: The generator's CPU decides whether the figure is valid.
+    gen_bound: bool = True
+
+
+def _echo(
+    connections: int, size: int, window: int, count: int, warmup: int, duration: float
+) -> dict[str, Any]:
+    return {
+        "scenario": "echo",
+        "connections": connections,
+        "size": size,
+        "window": window,
+        "count": count,
+        "warmup": warmup,
+        "duration": duration,
+    }
 
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
-        key="latency",
-        title="echo round-trip, 1 conn, 64 B, 1 in flight",
+        key="echo-1",
+        title="echo 64 B, 1 connection, request/response",
         path="/echo",
         metric="msgs_per_s",
         unit="msg/s",
-        full={
-            "scenario": "echo",
-            "connections": 1,
-            "size": 64,
-            "window": 1,
-            "count": 10_000,
-            "warmup": 1_000,
-            "duration": 10,
-        },
-        quick={
-            "scenario": "echo",
-            "connections": 1,
-            "size": 64,
-            "window": 1,
-            "count": 500,
-            "warmup": 100,
-            "duration": 2,
-        },
+        full=_echo(1, 64, 1, 100_000, 500, 3),
+        quick=_echo(1, 64, 1, 500, 50, 1),
+        goal=1.5,
     ),
     Scenario(
-        key="throughput",
-        title="echo throughput, 64 conns, 64 B, window 16/conn",
+        key="echo-64",
+        title="echo 64 B, 64 connections, request/response",
         path="/echo",
         metric="msgs_per_s",
         unit="msg/s",
-        full={
-            "scenario": "echo",
-            "connections": 64,
-            "size": 64,
-            "window": 16,
-            "count": 2_000,
-            "warmup": 100,
-            "duration": 10,
-        },
-        quick={
-            "scenario": "echo",
-            "connections": 64,
-            "size": 64,
-            "window": 16,
-            "count": 100,
-            "warmup": 16,
-            "duration": 2,
-        },
+        full=_echo(64, 64, 1, 10_000, 20, 3),
+        quick=_echo(64, 64, 1, 20, 2, 1),
+        goal=1.8,
+    ),
+    Scenario(
+        key="echo-64x32",
+        title="echo 64 B, 64 connections x 32 in flight",
+        path="/echo",
+        metric="msgs_per_s",
+        unit="msg/s",
+        full=_echo(64, 64, 32, 50_000, 64, 3),
+        quick=_echo(64, 64, 32, 64, 32, 1),
+        goal=2.5,
     ),
     Scenario(
         key="large-1",
-        title="echo 1 MiB messages, 1 conn, 1 in flight",
+        title="echo 1 MiB binary, 1 connection",
         path="/echo",
         metric="mb_per_s",
         unit="MB/s",
-        full={
-            "scenario": "echo",
-            "connections": 1,
-            "size": 2**20,
-            "window": 1,
-            "count": 500,
-            "warmup": 5,
-            "duration": 10,
-        },
-        quick={
-            "scenario": "echo",
-            "connections": 1,
-            "size": 2**20,
-            "window": 1,
-            "count": 20,
-            "warmup": 2,
-            "duration": 2,
-        },
+        full=_echo(1, 2**20, 1, 2_000, 3, 3),
+        quick=_echo(1, 2**20, 1, 10, 1, 1),
+        goal=1.0,  # with the C accelerator; 0.5 in pure Python (see goal_for)
     ),
     Scenario(
-        # 64 x 8 x 1 MiB = 512 MiB each way, at most.
-        key="large-64",
-        title="echo 1 MiB messages, 64 conns, 1 in flight/conn, 512 MiB total",
+        key="handshake",
+        title="handshakes, 32 in parallel (open, close handshake, TCP close)",
         path="/echo",
-        metric="mb_per_s",
-        unit="MB/s",
+        metric="handshakes_per_s",
+        unit="hs/s",
+        # At most 15,000 cycles: each leaves a TIME_WAIT entry on loopback.
         full={
-            "scenario": "echo",
-            "connections": 64,
-            "size": 2**20,
-            "window": 1,
-            "count": 8,
-            "warmup": 1,
-            "duration": 15,
-        },
-        quick={
-            "scenario": "echo",
-            "connections": 64,
-            "size": 2**20,
-            "window": 1,
-            "count": 1,
-            "warmup": 0,
+            "scenario": "handshake",
+            "parallel": 32,
+            "count": 15_000,
+            "warmup": 200,
             "duration": 3,
         },
+        quick={
+            "scenario": "handshake",
+            "parallel": 32,
+            "count": 200,
+            "warmup": 32,
+            "duration": 1,
+        },
+        goal=1.7,
+    ),
+    Scenario(
+        key="memory",
+        title="memory per idle connection, 10,000 open, all answering",
+        path="/echo",
+        metric="kib_per_conn",
+        unit="KiB/conn",
+        full={
+            "scenario": "idle",
+            "connections": 10_000,
+            "size": 64,
+            "warmup": 32,
+            "connect-batch": 64,
+            "duration": 60,
+            "hold": 1,
+        },
+        quick={
+            "scenario": "idle",
+            "connections": 200,
+            "size": 64,
+            "warmup": 8,
+            "connect-batch": 32,
+            "duration": 10,
+            "hold": 1,
+        },
+        fresh_server=True,
+        lower_is_better=True,
+        goal=10_000 / 1024,  # 10 KB
+        gen_bound=False,
     ),
     Scenario(
         key="broadcast",
-        title="broadcast, 1000 clients in one group, 100 x 64 B",
+        title="broadcast: 1,000 clients, 100 x 64 B messages, until all delivered",
         path="/bcast",
         metric="deliveries_per_s",
         unit="deliv/s",
@@ -199,6 +265,29 @@ SCENARIOS: tuple[Scenario, ...] = (
             "duration": 3,
         },
         needs_group=True,
+        goal=3.0,
+    ),
+    Scenario(
+        key="deflate",
+        title="echo 1 KiB JSON text, 64 connections, request/response, permessage-deflate",
+        path="/echo",
+        metric="msgs_per_s",
+        unit="msg/s",
+        full={**_echo(64, 1024, 1, 10_000, 20, 3), "deflate": 1},
+        quick={**_echo(64, 1024, 1, 20, 2, 1), "deflate": 1},
+        server_args=("--deflate",),
+        goal=1.0,
+    ),
+    Scenario(
+        # 64 x 8 x 1 MiB = 512 MiB each way, at most.
+        key="large-64",
+        title="echo 1 MiB binary, 64 connections, 1 in flight each",
+        path="/echo",
+        metric="mb_per_s",
+        unit="MB/s",
+        full=_echo(64, 2**20, 1, 8, 1, 15),
+        quick=_echo(64, 2**20, 1, 1, 0, 3),
+        default=False,
     ),
 )
 
@@ -214,10 +303,16 @@ class Result:
     server_cpu_s: float | None = None
     server_cpu_frac: float | None = None
     runs: list[float] = field(default_factory=list)  # metric of every good run
+    #: A measurement, but not one to trust (saturated generator, lost messages...).
+    invalid: list[str] = field(default_factory=list)
 
     def metric(self, scenario: Scenario) -> float | None:
         value = self.data.get(scenario.metric)
         return float(value) if self.ok and value is not None else None
+
+    @property
+    def valid(self) -> bool:
+        return self.ok and not self.invalid
 
 
 # --------------------------------------------------------------- helpers ----
@@ -237,25 +332,130 @@ def proc_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
 
 
-def raise_fd_limit() -> None:
+def cpu_busy_seconds() -> dict[int, float]:
+    """Busy time (all but idle and iowait) of each CPU since boot, from /proc/stat."""
+    busy: dict[int, float] = {}
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return busy
+    for line in lines:
+        name, *values = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            ticks = [int(v) for v in values[:8]]
+            busy[int(name[3:])] = (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
+    return busy
+
+
+def proc_rss_bytes(pid: int) -> int | None:
+    """Resident set size of a process, from /proc/PID/status."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def raise_fd_limit(need: int = 0) -> tuple[int, int] | None:
+    """Raise this process's open-files limit (inherited by the servers and the
+    generator): the soft limit to the hard one, and the hard one to ``need`` when
+    that is higher and allowed (root), never above :data:`MAX_NOFILE`."""
     try:
         import resource
+    except ImportError:
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want_hard = hard
+    if hard != resource.RLIM_INFINITY and hard < min(need, MAX_NOFILE):
+        want_hard = min(need, MAX_NOFILE)
+    want_soft = want_hard if want_hard != resource.RLIM_INFINITY else MAX_NOFILE
+    want_soft = min(want_soft, MAX_NOFILE) if soft < MAX_NOFILE else soft
+    for limits in ((want_soft, want_hard), (min(want_soft, hard), hard)):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+            break
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft, hard
 
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        want = hard if hard != resource.RLIM_INFINITY else 65536
-        if soft < want:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    except (ImportError, ValueError, OSError):
-        pass
+
+@dataclass(frozen=True)
+class Pinning:
+    """Which CPU the server and the load generator run on (``taskset -c``)."""
+
+    server_cpu: int | None
+    gen_cpu: int | None
+    note: str
+
+    @property
+    def enabled(self) -> bool:
+        return self.server_cpu is not None
+
+    def server_prefix(self) -> list[str]:
+        return ["taskset", "-c", str(self.server_cpu)] if self.enabled else []
+
+    def gen_prefix(self) -> list[str]:
+        return ["taskset", "-c", str(self.gen_cpu)] if self.enabled else []
+
+    def other_load(
+        self,
+        busy0: dict[int, float],
+        busy1: dict[int, float],
+        server_cpu_s: float,
+        gen_cpu_s: float,
+        wall_s: float,
+    ) -> dict[str, float]:
+        """CPU time used by other processes during a measurement, as a fraction of
+        one core: on the server's core and on the generator's, or on the whole
+        machine when nothing is pinned."""
+
+        def delta(cpus: list[int]) -> float:
+            return sum(busy1.get(c, 0.0) - busy0.get(c, 0.0) for c in cpus)
+
+        if wall_s <= 0 or not busy0 or not busy1:
+            return {}
+        if self.server_cpu is not None and self.gen_cpu is not None:
+            return {
+                "server_core": max(0.0, delta([self.server_cpu]) - server_cpu_s) / wall_s,
+                "gen_core": max(0.0, delta([self.gen_cpu]) - gen_cpu_s) / wall_s,
+            }
+        used = delta(list(busy1)) - server_cpu_s - gen_cpu_s
+        return {"machine": max(0.0, used) / wall_s}
+
+
+def choose_pinning(disabled: bool) -> Pinning:
+    if disabled:
+        return Pinning(None, None, "not pinned (--no-pin)")
+    if shutil.which("taskset") is None:
+        return Pinning(None, None, "not pinned: taskset (util-linux) is not installed")
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return Pinning(None, None, "not pinned: no CPU affinity on this system")
+    if len(cpus) < 2:
+        return Pinning(None, None, f"not pinned: only {len(cpus)} CPU available")
+    server_cpu, gen_cpu = cpus[0], cpus[1]
+    # This process (reading the generator's output) stays off the server's CPU.
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, {gen_cpu})
+    return Pinning(
+        server_cpu, gen_cpu, f"server on CPU {server_cpu}, load generator on CPU {gen_cpu}"
+    )
 
 
 def probe_wsgiws(env: dict[str, str]) -> dict[str, Any] | None:
     code = (
         "import json, wsgiws\n"
+        "try:\n"
+        "    import wsgiws.mask as m\n"
+        "    accel = {'accelerated': bool(m.ACCELERATED), 'implementation': m.IMPLEMENTATION}\n"
+        "except ImportError:\n"
+        "    accel = {'accelerated': False, 'implementation': 'Python (no wsgiws.mask)'}\n"
         "print(json.dumps({'server': hasattr(wsgiws, 'Server'),"
         " 'group': hasattr(wsgiws, 'group'),"
         " 'version': getattr(wsgiws, '__version__', '?'),"
-        " 'file': getattr(wsgiws, '__file__', '?')}))\n"
+        " 'file': getattr(wsgiws, '__file__', '?'), **accel}))\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code],
@@ -267,15 +467,30 @@ def probe_wsgiws(env: dict[str, str]) -> dict[str, Any] | None:
     if proc.returncode != 0:
         return None
     info: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    check = subprocess.run(
+        [sys.executable, str(SERVERS_DIR / "wsgiws_echo.py"), "--check-inline"],
+        env=env,
+        cwd=SERVERS_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    try:
+        inline = json.loads(check.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        inline = {"inline": None, "reason": f"--check-inline failed: {check.stderr[-300:]}"}
+    info["inline"] = inline.get("inline")
+    info["inline_reason"] = inline.get("reason", "")
     return info
 
 
 def module_version(module: str) -> str | None:
+    dist = {"flask_sock": "flask-sock"}.get(module, module)
     proc = subprocess.run(
         [
             sys.executable,
             "-c",
-            f"import {module}; print(getattr({module}, '__version__', '?'))",
+            f"import {module}, importlib.metadata as m; print(m.version({dist!r}))",
         ],
         capture_output=True,
         text=True,
@@ -317,25 +532,36 @@ def ws_version() -> str:
 
 
 class RunningServer:
-    def __init__(self, spec: ServerSpec, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        spec: ServerSpec,
+        env: dict[str, str],
+        extra_args: tuple[str, ...] = (),
+        pinning: Pinning | None = None,
+    ) -> None:
         self.spec = spec
         self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in stop)
+        prefix = pinning.server_prefix() if pinning else []
         self.proc = subprocess.Popen(
             [
+                *prefix,  # taskset execs the server: proc.pid is the server's
                 sys.executable,
                 str(SERVERS_DIR / spec.script),
                 "--host",
                 HOST,
                 "--port",
                 "0",
+                *spec.args,
+                *extra_args,
             ],
             cwd=SERVERS_DIR,
-            env=env,
+            env={**env, **dict(spec.env)},
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             text=True,
         )
-        self.port = self._read_port(timeout=30.0)
+        self.port = self._read_port(timeout=60.0)
 
     def _read_port(self, timeout: float) -> int:
         box: list[str] = []
@@ -359,6 +585,8 @@ class RunningServer:
         return int(box[0])
 
     def stderr_tail(self, n: int = 15) -> str:
+        if self._stderr.closed:
+            return "(closed)"
         self._stderr.seek(0)
         lines = self._stderr.read().strip().splitlines()
         return "\n".join(lines[-n:]) or "(no stderr)"
@@ -383,19 +611,41 @@ class RunningServer:
         self._stderr.close()
 
 
-def run_loadgen(server: RunningServer, scenario: Scenario, params: dict[str, Any]) -> Result:
+def _reply(stdin: IO[str] | None) -> None:
+    if stdin is not None:
+        with contextlib.suppress(OSError, ValueError):
+            stdin.write("\n")
+            stdin.flush()
+
+
+def run_loadgen(
+    server: RunningServer,
+    scenario: Scenario,
+    params: dict[str, Any],
+    pinning: Pinning | None = None,
+) -> Result:
     url = f"ws://{HOST}:{server.port}{scenario.path}"
-    cmd = ["node", str(LOADGEN_DIR / "loadgen.mjs"), "--url", url]
+    prefix = pinning.gen_prefix() if pinning else []
+    cmd = [*prefix, "node", str(LOADGEN_DIR / "loadgen.mjs"), "--url", url]
     for key, value in params.items():
         cmd += [f"--{key}", str(value)]
-    hard_timeout = float(params.get("duration", 10)) * 3 + 60
+    hard_timeout = float(params.get("duration", 10)) * 3 + 90
     proc = subprocess.Popen(
-        cmd, cwd=LOADGEN_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cmd,
+        cwd=LOADGEN_DIR,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     killer = threading.Timer(hard_timeout, proc.kill)
     killer.start()
     cpu0 = cpu1 = t0 = t1 = None
+    busy0: dict[int, float] = {}
+    busy1: dict[int, float] = {}
+    rss: dict[str, int | None] = {}
     result: dict[str, Any] | None = None
+    pid = server.proc.pid
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -405,67 +655,154 @@ def run_loadgen(server: RunningServer, scenario: Scenario, params: dict[str, Any
                 continue
             kind = event.get("event")
             if kind == "measure_start":
-                t0, cpu0 = time.monotonic(), proc_cpu_seconds(server.proc.pid)
+                t0, cpu0, busy0 = time.monotonic(), proc_cpu_seconds(pid), cpu_busy_seconds()
             elif kind == "measure_end":
-                t1, cpu1 = time.monotonic(), proc_cpu_seconds(server.proc.pid)
+                t1, cpu1, busy1 = time.monotonic(), proc_cpu_seconds(pid), cpu_busy_seconds()
+            elif kind == "hold":
+                rss[str(event.get("phase"))] = proc_rss_bytes(pid)
+                _reply(proc.stdin)
             elif kind == "result":
                 result = event
         stderr = proc.stderr.read() if proc.stderr else ""
         proc.wait()
     finally:
         killer.cancel()
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
     name = server.spec.name
     if result is None:
-        reason = f"loadgen exit {proc.returncode}: {stderr.strip()[-300:]}"
+        lines = stderr.strip().splitlines()
+        said = next((x for x in lines if x.startswith("loadgen:")), lines[-1] if lines else "")
+        reason = f"loadgen exit {proc.returncode}: {said[:300]}"
         if not server.alive():
             reason += f" | server died: {server.stderr_tail(5)}"
         return Result(name, scenario.key, ok=False, reason=reason)
     res = Result(name, scenario.key, ok=True, data=result)
+    if scenario.metric == "kib_per_conn":
+        memory_figure(res, rss, int(params.get("connections", 0)))
     if result.get("errors"):
-        res.reason = f"{result['errors']} lost/bad messages"
-    if result.get("timed_out"):
+        what = "failed cycles" if scenario.metric == "handshakes_per_s" else "lost/bad messages"
+        res.invalid.append(f"{result['errors']} {what}")
+    if result.get("timed_out") and scenario.metric != "kib_per_conn":
         res.ok = False
-        res.reason = "timed out before all messages came back; " + res.reason
+        res.reason = "timed out before all messages came back"
+    gen = result.get("loadgen_cpu_frac")
+    if scenario.gen_bound and gen is not None and gen > LOADGEN_SATURATION:
+        res.invalid.append(f"generator at {gen:.0%} of its core: a lower bound")
     if None not in (cpu0, cpu1, t0, t1):
         assert cpu0 is not None and cpu1 is not None and t0 is not None and t1 is not None
         res.server_cpu_s = cpu1 - cpu0
         res.server_cpu_frac = res.server_cpu_s / max(t1 - t0, 1e-9)
+        if pinning is not None:
+            other = pinning.other_load(
+                busy0, busy1, res.server_cpu_s, float(result.get("loadgen_cpu_s") or 0), t1 - t0
+            )
+            res.data["other_load"] = other
+            for where, frac in other.items():
+                if frac > OTHER_LOAD_LIMIT:
+                    label = where.replace("_", " ").replace("gen", "generator's")
+                    label = label.replace("server core", "server's core")
+                    res.invalid.append(f"other processes used {frac:.0%} of the {label}")
     return res
 
 
-def server_pass(
-    spec: ServerSpec,
+def memory_figure(res: Result, rss: dict[str, int | None], wanted: int) -> None:
+    """KiB per connection from the memory samples of the ``idle`` scenario."""
+    base, loaded = rss.get("baseline"), rss.get("loaded")
+    d = res.data
+    d["rss_baseline_bytes"], d["rss_loaded_bytes"] = base, loaded
+    conns = int(d.get("connections") or 0)
+    if base is None or loaded is None or conns == 0:
+        res.ok = False
+        res.reason = "no memory samples (server gone, or the generator did not hold)"
+        return
+    d["kib_per_conn"] = (loaded - base) / conns / 1024
+    if conns < wanted:
+        res.invalid.append(f"only {conns} of {wanted} connections opened")
+    if d.get("answered", 0) < conns or d.get("answered_again", 0) < conns:
+        res.invalid.append(
+            f"not all answering: {d.get('answered')} then {d.get('answered_again')} of {conns}"
+        )
+
+
+def start_server(
+    spec: ServerSpec, env: dict[str, str], args: tuple[str, ...], pinning: Pinning
+) -> RunningServer | str:
+    try:
+        return RunningServer(spec, env, args, pinning)
+    except (RuntimeError, OSError) as exc:
+        log(f"bench: {exc}")
+        return f"server failed to start: {str(exc)[-300:]}"
+
+
+def run_batch(
+    specs: list[ServerSpec],
     scenarios: list[Scenario],
     env: dict[str, str],
     quick: bool,
-    skip_group: bool,
+    pinning: Pinning,
+    skip: dict[tuple[str, str], str],
 ) -> list[Result]:
-    """Start one server, run every scenario against it once, stop it."""
-    try:
-        server = RunningServer(spec, env)
-    except RuntimeError as exc:
-        log(f"bench: {exc}")
-        return [Result(spec.name, sc.key, False, "server failed to start") for sc in scenarios]
+    """Run ``scenarios`` (same server options) on every server of ``specs``.
+
+    The servers run side by side (idle but for the one measured) and each
+    scenario goes over all of them in turn, so the figures of one scenario are
+    measured close together in time. A server that dies is restarted for the
+    next scenario. With ``fresh_server``, each server is started for the
+    scenario alone.
+    """
+    args = scenarios[0].server_args
+    fresh = scenarios[0].fresh_server
+    running: dict[str, RunningServer | str] = {}
     out: list[Result] = []
+
+    def server_for(spec: ServerSpec) -> RunningServer | str:
+        current = running.get(spec.name)
+        if isinstance(current, RunningServer) and not current.alive():
+            log(f"bench: {spec.name} died ({current.stderr_tail(3)}); restarting it")
+            current.stop()
+            current = None
+        if current is None:
+            current = running[spec.name] = start_server(spec, env, args, pinning)
+        return current
+
     try:
         for sc in scenarios:
-            if sc.needs_group and skip_group:
-                reason = "wsgiws.group does not exist yet"
-                log(f"bench:   {sc.key}: skipped ({reason})")
-                out.append(Result(spec.name, sc.key, False, reason, skipped=True))
-                continue
-            if not server.alive():
-                reason = f"server died: {server.stderr_tail(5)}"
-                out.append(Result(spec.name, sc.key, False, reason))
-                continue
-            log(f"bench:   {sc.key}: {sc.title}")
-            res = run_loadgen(server, sc, sc.quick if quick else sc.full)
-            if not res.ok:
-                log(f"bench:   {sc.key}: FAILED: {res.reason}")
-            out.append(res)
+            log(f"bench: {sc.key}: {sc.title}")
+            for spec in specs:
+                if (spec.name, sc.key) in skip:
+                    reason = skip[(spec.name, sc.key)]
+                    out.append(Result(spec.name, sc.key, False, reason, skipped=True))
+                    continue
+                server = server_for(spec)
+                if isinstance(server, str):
+                    out.append(Result(spec.name, sc.key, False, server))
+                    continue
+                res = run_loadgen(server, sc, sc.quick if quick else sc.full, pinning)
+                log(f"bench:   {spec.name:<19} {describe(res, sc)}")
+                out.append(res)
+                if fresh:
+                    server.stop()
+                    del running[spec.name]
     finally:
-        server.stop()
+        for server in running.values():
+            if isinstance(server, RunningServer):
+                server.stop()
     return out
+
+
+def describe(res: Result, sc: Scenario) -> str:
+    if not res.ok:
+        return f"FAILED: {res.reason}"
+    digits = 1 if sc.unit in ("MB/s", "KiB/conn") else 0
+    gen = res.data.get("loadgen_cpu_frac")
+    text = f"{fmt_num(res.metric(sc), digits)} {sc.unit}"
+    if sc.gen_bound:
+        text += f" (gen {fmt_pct(gen)}, srv {fmt_pct(res.server_cpu_frac)})"
+    if res.invalid:
+        text += " INVALID: " + "; ".join(res.invalid)
+    return text
 
 
 def pick_median(candidates: list[Result], scenario: Scenario) -> Result:
@@ -508,62 +845,70 @@ def spread(runs: list[float]) -> str:
     return f"-{(med - lo) / med * 100:.0f}/+{(hi - med) / med * 100:.0f}%"
 
 
-def print_table(results: list[Result], scenarios: list[Scenario]) -> None:
-    header = (
-        f"{'scenario':<11} {'server':<19} {'result':>11} {'unit':<8} {'spread':>9}"
-        f" {'p50 µs':>8} {'p99 µs':>9} {'gen CPU':>8} {'srv CPU':>8}  note"
-    )
-    print(header)
-    print("-" * len(header))
-    by_key = {s.key: s for s in scenarios}
-    for r in results:
-        sc = by_key[r.scenario]
-        if not r.data:
-            print(
-                f"{sc.key:<11} {r.server:<19} {'-':>11} {'':<8} {'':>9}"
-                f" {'':>8} {'':>9} {'':>8} {'':>8}  {r.reason}"
-            )
-            continue
-        d = r.data
-        lat = d.get("latency") or {}
-        gen = d.get("loadgen_cpu_frac")
-        notes = [r.reason] if r.reason else []
-        if sc.key == "broadcast":
-            notes.append(
-                f"last delivery {fmt_num(d.get('last_delivery_us', 0) / 1000, 1)} ms,"
-                f" first {fmt_num(d.get('first_delivery_us') or 0, 0)} µs,"
-                f" gen {fmt_num(d.get('loadgen_cpu_us_per_delivery'), 1)} µs/delivery"
-            )
-        if d.get("truncated_by_deadline"):
-            notes.append("stopped by the time cap")
-        if gen is not None and gen > LOADGEN_SATURATION:
-            notes.append("gen >80% of a core")
-        metric = d.get(sc.metric)
-        digits = 1 if sc.unit == "MB/s" else 0
-        print(
-            f"{sc.key:<11} {r.server:<19} {fmt_num(metric, digits):>11} {sc.unit:<8}"
-            f" {spread(r.runs):>9}"
-            f" {fmt_num(lat.get('p50_us')):>8} {fmt_num(lat.get('p99_us')):>9}"
-            f" {fmt_pct(gen):>8} {fmt_pct(r.server_cpu_frac):>8}  {'; '.join(notes)}"
-        )
+def better_ratio(sc: Scenario, mine: float | None, other: float | None) -> float | None:
+    """How many times better ``mine`` is than ``other`` (> 1: better): the ratio of
+    the results, inverted where lower is better (memory)."""
+    if mine is None or other is None or mine <= 0 or other <= 0:
+        return None
+    return other / mine if sc.lower_is_better else mine / other
 
 
-def compute_ratios(results: list[Result], scenarios: list[Scenario]) -> list[dict[str, Any]]:
+def goal_for(sc: Scenario, server: str, accelerated: bool) -> float | None:
+    """Issue 11's goal for ``server`` (wsgiws or its pure-Python run) in ``sc``."""
+    if sc.key == "large-1" and (server == "wsgiws-pure" or not accelerated):
+        return 0.5
+    return sc.goal
+
+
+def compute_ratios(
+    results: list[Result], scenarios: list[Scenario], accelerated: bool = False
+) -> list[dict[str, Any]]:
+    """Per scenario: each server against the reference (``x_vs_reference``), and
+    wsgiws against each peer (``vs_<peer>``), with the goal and whether it is met.
+    A ratio involving an invalid figure is marked in ``flagged``."""
     ratios: list[dict[str, Any]] = []
     for sc in scenarios:
         rows = {r.server: r for r in results if r.scenario == sc.key}
         subject = rows.get(SUBJECT)
-        peers = {name: r.metric(sc) for name, r in rows.items() if name != SUBJECT and r.metric(sc)}
-        best_peer = max(peers, key=lambda n: peers[n] or 0.0) if peers else None
+        mine = subject.metric(sc) if subject else None
         entry: dict[str, Any] = {
             "scenario": sc.key,
             "metric": sc.metric,
-            "best_peer": best_peer,
+            "lower_is_better": sc.lower_is_better,
+            "flagged": [],
         }
-        mine = subject.metric(sc) if subject else None
-        for name, value in peers.items():
-            entry[f"vs_{name}"] = (mine / value) if (mine is not None and value) else None
-        if sc.key == "latency" and subject and subject.ok:
+        values = {n: r.metric(sc) for n, r in rows.items()}
+        peers = {n: v for n, v in values.items() if not n.startswith(SUBJECT) and v}
+        if peers:
+            best = (min if sc.lower_is_better else max)(peers, key=lambda n: peers[n] or 0.0)
+            entry["best_peer"] = best
+        for name, value in values.items():
+            if name.startswith(SUBJECT):
+                continue
+            entry[f"vs_{name}"] = better_ratio(sc, mine, value)
+            if subject and (not subject.valid or not rows[name].valid):
+                entry["flagged"].append(f"vs_{name}")
+        ref = values.get(REFERENCE)
+        against: dict[str, float | None] = {}
+        for name, value in values.items():
+            against[name] = better_ratio(sc, value, ref)
+        entry["vs_reference"] = against
+        goals: dict[str, Any] = {}
+        for name in (SUBJECT, "wsgiws-pure"):
+            if name not in rows or rows[name].skipped:
+                continue
+            goal = goal_for(sc, name, accelerated)
+            if goal is None:
+                continue
+            value = values.get(name)
+            if sc.lower_is_better:
+                met = None if value is None else value <= goal
+            else:
+                r = against.get(name)
+                met = None if r is None else r >= goal
+            goals[name] = {"goal": goal, "met": met, "valid": rows[name].valid}
+        entry["goals"] = goals
+        if sc.key == "echo-1" and subject and subject.ok:
             my_p50 = (subject.data.get("latency") or {}).get("p50_us")
             for name in peers:
                 peer_p50 = (rows[name].data.get("latency") or {}).get("p50_us")
@@ -573,25 +918,197 @@ def compute_ratios(results: list[Result], scenarios: list[Scenario]) -> list[dic
     return ratios
 
 
-def print_ratios(ratios: list[dict[str, Any]], peer_names: list[str]) -> None:
-    print()
-    print(f"ratios {SUBJECT} / peer on the scenario's result (> 1.00 means {SUBJECT} is faster)")
-    header = f"{'scenario':<11} " + " ".join(f"{'vs ' + n:>22}" for n in peer_names)
-    header += f"  {'best peer':<19}"
-    print(header)
-    print("-" * len(header))
-    for entry in ratios:
-        cells = []
-        for name in peer_names:
-            value = entry.get(f"vs_{name}")
-            cells.append(f"{'-' if value is None else f'{value:.2f}x':>22}")
-        line = f"{entry['scenario']:<11} " + " ".join(cells) + f"  {entry['best_peer'] or '-':<19}"
-        p50s = [
-            f"p50 vs {n}: {entry[f'p50_vs_{n}']:.2f}x" for n in peer_names if f"p50_vs_{n}" in entry
-        ]
-        if p50s:
-            line += "  (latency, lower is better: " + ", ".join(p50s) + ")"
-        print(line)
+def fmt_ratio(value: float | None, flagged: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}x" + ("†" if flagged else "")
+
+
+def cell(r: Result | None, sc: Scenario) -> str:
+    if r is None:
+        return ""
+    if not r.ok:
+        return "skipped" if r.skipped else "failed"
+    digits = 1 if sc.unit in ("MB/s", "KiB/conn") else 0
+    return fmt_num(r.metric(sc), digits) + ("" if r.valid else "†")
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |"]
+    lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|")
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def markdown_report(
+    results: list[Result],
+    scenarios: list[Scenario],
+    servers: list[ServerSpec],
+    ratios: list[dict[str, Any]],
+    meta: dict[str, Any],
+) -> str:
+    names = [s.name for s in servers]
+    by = {(r.server, r.scenario): r for r in results}
+    by_ratio = {e["scenario"]: e for e in ratios}
+    out = [f"# wsgiws benchmark ({meta['mode']}, {meta['started_utc']})", ""]
+    out.append(f"Command: `{meta['command']}`")
+    out.append("")
+    versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v)
+    out.append(f"- Python {meta['python']}, Node.js {meta['node']} (ws {meta['ws']}); {versions}")
+    wsgiws = meta.get("wsgiws") or {}
+    if wsgiws:
+        out.append(
+            f"- wsgiws {wsgiws.get('version')} ({meta.get('wsgiws_source')}); masking:"
+            f" {wsgiws.get('implementation')}; inline mode:"
+            f" {wsgiws.get('inline') or 'none (' + str(wsgiws.get('inline_reason')) + ')'}"
+        )
+    out.append(f"- {meta['cpus']} CPUs; {meta['pinning']}; {meta['platform']}")
+    out.append(
+        f"- Load average at start {meta['loadavg_start']}, at end {meta['loadavg_end']}:"
+        " other work on the machine lowers every figure; ratios suffer less."
+    )
+    out.append(
+        f"- Passes: {meta['repeat']} (the median is shown); total time {meta['elapsed_s']:.0f} s."
+    )
+    for name, reason in meta.get("skipped_servers", {}).items():
+        out.append(f"- Not run: {name}: {reason}")
+    out.append(
+        "- † marks a figure that is not valid as it stands: the load generator used more"
+        f" than {LOADGEN_SATURATION:.0%} of its core (the figure is a lower bound), or"
+        " messages were lost, or not every connection answered. A ratio with † involves one."
+    )
+    out.append("")
+
+    out.append("## Figures")
+    out.append("")
+    header = ["scenario", "unit", *names]
+    rows = [
+        [sc.title, sc.unit] + [cell(by.get((n, sc.key)), sc) for n in names] for sc in scenarios
+    ]
+    out += md_table(header, rows)
+    out.append("")
+
+    peers = [n for n in names if not n.startswith(SUBJECT)]
+    subjects = [n for n in names if n.startswith(SUBJECT)]
+    if REFERENCE in names:
+        out.append(f"## Against {REFERENCE} (issue 11's table), with the goals for wsgiws")
+        out.append("")
+        out.append(
+            f"Each server's result / {REFERENCE}'s (> 1.00: faster). Memory: KiB per"
+            " connection (lower is better)."
+        )
+        out.append("")
+        header = ["scenario", *[n for n in names if n != REFERENCE], "goal", "met"]
+        rows = []
+        for sc in scenarios:
+            entry = by_ratio.get(sc.key, {})
+            row = [sc.title]
+            for n in names:
+                if n == REFERENCE:
+                    continue
+                r = by.get((n, sc.key))
+                if sc.lower_is_better:
+                    row.append(cell(r, sc))
+                else:
+                    value = entry.get("vs_reference", {}).get(n)
+                    ref = by.get((REFERENCE, sc.key))
+                    flag = bool(r and ref and r.ok and ref.ok and (not r.valid or not ref.valid))
+                    row.append(fmt_ratio(value, flag) if r and r.ok else cell(r, sc))
+            goals = entry.get("goals", {})
+            goal_txt, met_txt = [], []
+            for n, g in goals.items():
+                label = "" if n == SUBJECT else f" ({n})"
+                if sc.lower_is_better:
+                    goal_txt.append(f"≤ {g['goal']:.2f} {sc.unit}{label}")
+                else:
+                    goal_txt.append(f"≥ {g['goal']:.1f}x{label}")
+                met = g["met"]
+                mark = "-" if met is None else ("yes" if met else "no")
+                met_txt.append(mark + ("" if g["valid"] or met is None else "†"))
+            row += ["; ".join(goal_txt) or "-", "; ".join(met_txt) or "-"]
+            rows.append(row)
+        out += md_table(header, rows)
+        out.append("")
+
+    if SUBJECT in names and peers:
+        out.append("## wsgiws / each peer")
+        out.append("")
+        out.append(
+            "> 1.00 means wsgiws is better: faster, or for memory, fewer KiB per connection"
+            " (peer KiB / wsgiws KiB)."
+        )
+        out.append("")
+        header = ["scenario", *[f"vs {p}" for p in peers], "best peer"]
+        rows = []
+        for sc in scenarios:
+            entry = by_ratio.get(sc.key, {})
+            flagged = set(entry.get("flagged", []))
+            row = [sc.title]
+            for p in peers:
+                row.append(fmt_ratio(entry.get(f"vs_{p}"), f"vs_{p}" in flagged))
+            row.append(entry.get("best_peer") or "-")
+            rows.append(row)
+        out += md_table(header, rows)
+        out.append("")
+        if len(subjects) > 1:
+            out.append(
+                f"Variants of wsgiws, not compared here: {', '.join(subjects[1:])}"
+                " (see the figures; the inline mode does not count toward the goals)."
+            )
+            out.append("")
+
+    out.append("## Details")
+    out.append("")
+    header = ["scenario", "server", "result", "unit", "spread", "gen CPU", "srv CPU", "notes"]
+    rows = []
+    for sc in scenarios:
+        for n in names:
+            r = by.get((n, sc.key))
+            if r is None:
+                continue
+            d = r.data
+            notes = list(r.invalid)
+            if r.reason:
+                notes.append(r.reason)
+            lat = d.get("latency") or {}
+            if lat.get("p50_us") is not None:
+                notes.append(
+                    f"p50 {fmt_num(lat['p50_us'])} µs, p99 {fmt_num(lat.get('p99_us'))} µs"
+                )
+            if sc.metric == "kib_per_conn" and d.get("rss_loaded_bytes"):
+                notes.append(
+                    f"RSS {fmt_num(d['rss_baseline_bytes'] / 2**20, 1)} → "
+                    f"{fmt_num(d['rss_loaded_bytes'] / 2**20, 1)} MiB with"
+                    f" {d.get('connections')} open; {fmt_num(d.get('connects_per_s'))} connects/s"
+                )
+            if sc.key == "broadcast" and r.ok:
+                notes.append(
+                    f"last delivery {fmt_num(d.get('last_delivery_us', 0) / 1000, 1)} ms,"
+                    f" gen {fmt_num(d.get('loadgen_cpu_us_per_delivery'), 2)} µs/delivery"
+                )
+            rows.append(
+                [
+                    sc.key,
+                    n,
+                    cell(r, sc) if r.ok else "-",
+                    sc.unit,
+                    spread(r.runs),
+                    fmt_pct(d.get("loadgen_cpu_frac")) if sc.gen_bound else "-",
+                    fmt_pct(r.server_cpu_frac),
+                    "; ".join(notes).replace("|", "/").replace("\n", " "),
+                ]
+            )
+    out += md_table(header, rows)
+    out.append("")
+    out.append(
+        "gen CPU: the load generator's CPU time / measured wall time (100% = its core);"
+        " srv CPU: the server process's CPU time (all threads) / the same wall time."
+    )
+    return "\n".join(out) + "\n"
+
+
+def print_summary(markdown: str) -> None:
+    print(markdown)
 
 
 # ------------------------------------------------------------------- main ----
@@ -601,36 +1118,60 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="smoke run: small counts, < 30 s")
-    parser.add_argument("--json", metavar="PATH", help="also write all results to PATH as JSON")
+    parser.add_argument("--quick", action="store_true", help="smoke run: small counts, seconds")
+    parser.add_argument(
+        "--out",
+        metavar="PREFIX",
+        help="write PREFIX.md and PREFIX.json (default: bench/results/<UTC time>-<mode>)",
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the JSON to PATH")
     parser.add_argument(
         "--servers",
         help="comma-separated subset of: " + ", ".join(s.name for s in SERVERS),
     )
     parser.add_argument(
         "--scenarios",
-        help="comma-separated subset of: " + ", ".join(s.key for s in SCENARIOS),
+        help="comma-separated subset of: "
+        + ", ".join(s.key for s in SCENARIOS)
+        + " (default: all but "
+        + ", ".join(s.key for s in SCENARIOS if not s.default)
+        + ")",
     )
     parser.add_argument(
         "--repeat",
         type=int,
         metavar="N",
-        help="passes over all servers (default 3, --quick 1); the median is reported",
+        default=1,
+        help="passes over everything (default 1); the median is reported",
     )
+    parser.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
     args = parser.parse_args(argv)
 
     started = time.monotonic()
-    raise_fd_limit()
-    node_version = ensure_loadgen()
-
+    started_utc = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    loadavg_start = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    scenarios = [s for s in SCENARIOS if s.default]
+    if args.scenarios:
+        wanted = args.scenarios.split(",")
+        unknown = set(wanted) - {s.key for s in SCENARIOS}
+        if unknown:
+            parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+        scenarios = [s for s in SCENARIOS if s.key in wanted]
     servers = list(SERVERS)
     if args.servers:
-        wanted = set(args.servers.split(","))
+        wanted = args.servers.split(",")
+        unknown = set(wanted) - {s.name for s in SERVERS}
+        if unknown:
+            parser.error(f"unknown servers: {', '.join(sorted(unknown))}")
         servers = [s for s in servers if s.name in wanted]
-    scenarios = list(SCENARIOS)
-    if args.scenarios:
-        wanted = set(args.scenarios.split(","))
-        scenarios = [s for s in scenarios if s.key in wanted]
+
+    params = [s.quick if args.quick else s.full for s in scenarios]
+    most = max([int(p.get("connections", 0)) for p in params] + [0])
+    limits = raise_fd_limit(2 * most + 1024)
+    if limits is not None and limits[0] < most + 512:
+        log(f"bench: open-files limit {limits[0]} is low for {most} connections")
+    pinning = choose_pinning(args.no_pin)
+    node_version = ensure_loadgen()
 
     # wsgiws must be importable by the server subprocess: normally it is
     # installed (nox -s bench); fall back to the repo's src/ layout.
@@ -646,102 +1187,162 @@ def main(argv: list[str] | None = None) -> int:
         if wsgiws_info is not None:
             env = fallback
             wsgiws_note = "from src/ (fallback: not installed)"
-    websockets_version = module_version("websockets")
+    accelerated = bool(wsgiws_info and wsgiws_info.get("accelerated"))
 
-    skips: dict[str, str] = {}
-    if wsgiws_info is None or not wsgiws_info.get("server"):
-        skips[SUBJECT] = "wsgiws (with wsgiws.Server) is not importable"
-    if websockets_version is None:
-        skips["websockets-asyncio"] = skips["websockets-sync"] = "websockets is not importable"
-    group_missing = wsgiws_info is not None and not wsgiws_info.get("group")
+    versions = {m: module_version(m) for m in sorted({s.needs for s in servers} - {"wsgiws"})}
+    skip_server: dict[str, str] = {}
+    for spec in servers:
+        if spec.needs == "wsgiws":
+            if wsgiws_info is None or not wsgiws_info.get("server"):
+                skip_server[spec.name] = "wsgiws (with wsgiws.Server) is not importable"
+            elif spec.variant == "inline" and not wsgiws_info.get("inline"):
+                skip_server[spec.name] = str(wsgiws_info.get("inline_reason"))
+            elif spec.variant == "accelerated" and not accelerated:
+                skip_server[spec.name] = (
+                    "wsgiws runs without its C accelerator already: the wsgiws row is pure Python"
+                )
+        elif versions.get(spec.needs) is None:
+            skip_server[spec.name] = f"{spec.needs} is not importable"
+    for name, reason in skip_server.items():
+        log(f"bench: skipping {name}: {reason}")
+    meta_skipped = dict(skip_server)
+    skip: dict[tuple[str, str], str] = {}
+    for spec in servers:
+        for sc in scenarios:
+            if spec.name in skip_server:
+                skip[(spec.name, sc.key)] = skip_server[spec.name]
+            elif spec.only and sc.key not in spec.only:
+                skip[(spec.name, sc.key)] = "runs only " + ", ".join(spec.only)
+            elif "--deflate" in sc.server_args and not spec.deflate:
+                skip[(spec.name, sc.key)] = "no permessage-deflate"
+            elif sc.needs_group and spec.needs == "wsgiws" and not (wsgiws_info or {}).get("group"):
+                skip[(spec.name, sc.key)] = "wsgiws.group does not exist"
+    # Servers that run in none of the scenarios stay out of the tables.
+    shown = [s for s in servers if any((s.name, sc.key) not in skip for sc in scenarios)]
 
-    repeat = args.repeat if args.repeat is not None else (1 if args.quick else 3)
-    meta = {
+    command = "python bench/run.py" + "".join(
+        " " + shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    meta: dict[str, Any] = {
+        "command": command,
         "mode": "quick" if args.quick else "full",
-        "repeat": repeat,
+        "repeat": args.repeat,
+        "started_utc": started_utc,
         "python": platform.python_version(),
         "node": node_version,
         "ws": ws_version(),
-        "websockets": websockets_version,
+        "versions": versions,
         "wsgiws": wsgiws_info,
         "wsgiws_source": wsgiws_note if wsgiws_info else None,
         "cpus": os.cpu_count(),
+        "pinning": pinning.note,
+        "nofile": limits,
         "platform": platform.platform(),
+        "loadavg_start": loadavg_start,
+        "skipped_servers": meta_skipped,
     }
-    wsgiws_desc = f"{wsgiws_info['version']} ({wsgiws_note})" if wsgiws_info else "n/a (missing)"
-    print(
-        f"wsgiws bench ({meta['mode']}): python {meta['python']}, node {node_version}, "
-        f"ws {meta['ws']}, websockets {websockets_version}, wsgiws {wsgiws_desc}, "
-        f"{meta['cpus']} CPUs shared by server and load generator"
+    log(
+        f"bench ({meta['mode']}): python {meta['python']}, node {node_version}, "
+        f"{', '.join(f'{k} {v}' for k, v in versions.items())}, "
+        f"wsgiws {(wsgiws_info or {}).get('version', 'missing')} ({wsgiws_note}); {pinning.note}; "
+        f"load average {loadavg_start}"
     )
+
+    # Batches: scenarios sharing server options run on the same server processes.
+    batches: list[list[Scenario]] = []
+    for sc in scenarios:
+        if sc.fresh_server:
+            batches.append([sc])
+            continue
+        for batch in batches:
+            if not batch[0].fresh_server and batch[0].server_args == sc.server_args:
+                batch.append(sc)
+                break
+        else:
+            batches.append([sc])
 
     runs: dict[tuple[str, str], list[Result]] = {}
-    for rep in range(repeat):
-        for spec in servers:
-            if spec.name in skips:
-                if rep == 0:
-                    log(f"bench: skipping {spec.name}: {skips[spec.name]}")
-                for sc in scenarios:
-                    runs.setdefault((spec.name, sc.key), []).append(
-                        Result(spec.name, sc.key, False, skips[spec.name], skipped=True)
-                    )
+    for rep in range(args.repeat):
+        if args.repeat > 1:
+            log(f"bench: pass {rep + 1}/{args.repeat}")
+        for batch in batches:
+            specs = [s for s in servers if any((s.name, sc.key) not in skip for sc in batch)]
+            for sc in batch:
+                for spec in servers:
+                    if spec not in specs and (spec.name, sc.key) in skip:
+                        r = Result(spec.name, sc.key, False, skip[(spec.name, sc.key)], True)
+                        runs.setdefault((spec.name, sc.key), []).append(r)
+            if not specs:
                 continue
-            label = f"[{rep + 1}/{repeat}] " if repeat > 1 else ""
-            log(f"bench: {label}starting {spec.name} ({spec.description})")
-            skip_group = spec.name == SUBJECT and group_missing
-            for res in server_pass(spec, scenarios, env, args.quick, skip_group):
+            for res in run_batch(specs, batch, env, args.quick, pinning, skip):
                 runs.setdefault((res.server, res.scenario), []).append(res)
-    results = [pick_median(runs[(spec.name, sc.key)], sc) for spec in servers for sc in scenarios]
+    results = [
+        pick_median(runs[(spec.name, sc.key)], sc)
+        for spec in shown
+        for sc in scenarios
+        if (spec.name, sc.key) in runs
+    ]
 
-    print()
-    print_table(results, scenarios)
-    peer_names = [s.name for s in servers if s.name != SUBJECT]
-    ratios = compute_ratios(results, scenarios)
-    if any(s.name == SUBJECT for s in servers) and peer_names:
-        print_ratios(ratios, peer_names)
+    ratios = compute_ratios(results, scenarios, accelerated)
     elapsed = time.monotonic() - started
-    print()
-    print(
-        f"result = median of {repeat} run(s), spread = min/max around it. "
-        "gen CPU = load generator CPU time / measured wall time (Node.js, 100% = "
-        f"one core; >{LOADGEN_SATURATION:.0%} = it may share the bottleneck); "
-        "srv CPU = server process CPU time / wall time (all threads). "
-        f"Server and generator share the machine's {os.cpu_count()} cores. "
-        f"Total run time {elapsed:.1f} s."
-    )
+    meta["elapsed_s"] = elapsed
+    meta["loadavg_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    markdown = markdown_report(results, scenarios, shown, ratios, meta)
+    print_summary(markdown)
 
+    payload = {
+        "meta": meta,
+        "scenarios": [
+            {
+                "key": s.key,
+                "title": s.title,
+                "metric": s.metric,
+                "unit": s.unit,
+                "lower_is_better": s.lower_is_better,
+                "goal": s.goal,
+                "params": s.quick if args.quick else s.full,
+                "server_args": list(s.server_args),
+            }
+            for s in scenarios
+        ],
+        "servers": [
+            {"name": s.name, "description": s.description, "skipped": skip_server.get(s.name)}
+            for s in shown
+        ],
+        "results": [
+            {
+                "server": r.server,
+                "scenario": r.scenario,
+                "ok": r.ok,
+                "valid": r.valid,
+                "skipped": r.skipped,
+                "reason": r.reason,
+                "invalid": r.invalid,
+                "server_cpu_s": r.server_cpu_s,
+                "server_cpu_frac": r.server_cpu_frac,
+                "runs": r.runs,
+                "loadgen": r.data,
+            }
+            for r in results
+        ],
+        "ratios": ratios,
+    }
+    prefix = (
+        Path(args.out)
+        if args.out
+        else RESULTS_DIR / (started_utc.replace(":", "").replace("-", "") + f"-{meta['mode']}")
+    )
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    md_path, json_path = Path(f"{prefix}.md"), Path(f"{prefix}.json")
+    md_path.write_text(markdown)
+    text = json.dumps(payload, indent=2) + "\n"
+    json_path.write_text(text)
     if args.json:
-        payload = {
-            "meta": meta,
-            "scenarios": [
-                {
-                    "key": s.key,
-                    "title": s.title,
-                    "metric": s.metric,
-                    "unit": s.unit,
-                    "params": s.quick if args.quick else s.full,
-                }
-                for s in scenarios
-            ],
-            "results": [
-                {
-                    "server": r.server,
-                    "scenario": r.scenario,
-                    "ok": r.ok,
-                    "reason": r.reason,
-                    "server_cpu_s": r.server_cpu_s,
-                    "server_cpu_frac": r.server_cpu_frac,
-                    "runs": r.runs,
-                    "loadgen": r.data,
-                }
-                for r in results
-            ],
-            "ratios": ratios,
-            "elapsed_s": elapsed,
-        }
-        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
-        log(f"bench: wrote {args.json}")
+        Path(args.json).write_text(text)
+    log(f"bench: wrote {md_path} and {json_path}")
     failed = [r for r in results if not r.ok and not r.skipped]
+    for r in failed:
+        log(f"bench: FAILED {r.server} {r.scenario}: {r.reason}")
     return 1 if failed else 0
 
 

@@ -3,16 +3,22 @@
 // Loopback only: the target host must be 127.0.0.1 / localhost / ::1.
 // Every loop is bounded both in message count and in wall time.
 //
-// Usage: node loadgen.mjs --scenario echo|broadcast|chat --url ws://127.0.0.1:PORT/echo [options]
+// Usage: node loadgen.mjs --scenario echo|handshake|idle|broadcast|chat
+//                         --url ws://127.0.0.1:PORT/echo [options]
 //
 // Output: one JSON object per line on stdout.
 //   {"event":"measure_start"} / {"event":"measure_end"} bracket the measured
 //   phase (the orchestrator samples the server's CPU time at those points),
+//   {"event":"hold","phase":...} (scenario idle, with --hold 1) asks the
+//   orchestrator to sample the server's memory: the generator waits for one
+//   line on stdin (at most 60 s) before it goes on,
 //   then the last line is {"event":"result", ...}.
 
 import { WebSocket } from "ws";
 import { randomFillSync } from "node:crypto";
-import { cpuUsage, hrtime, argv, exit, stdout, stderr, nextTick } from "node:process";
+import { createInterface } from "node:readline";
+import { constants as zlibConstants, deflateRawSync } from "node:zlib";
+import { cpuUsage, hrtime, argv, exit, stdin, stdout, stderr, nextTick } from "node:process";
 
 const DEFAULTS = {
   scenario: "echo",
@@ -23,8 +29,14 @@ const DEFAULTS = {
   count: 1000, // echo: messages per connection (measured phase)
   warmup: 100, // echo: warm-up messages per connection (not measured)
   duration: 10, // seconds: hard cap on the measured phase
-  "connect-batch": 50,
+  "connect-batch": 50, // connections opened concurrently
   "connect-timeout": 10,
+  // echo: offer permessage-deflate and send compressed text frames (1 = on)
+  deflate: 0,
+  // handshake: connections opening and closing at any time
+  parallel: 32,
+  // idle: wait for the orchestrator at each memory sample (1 = on)
+  hold: 0,
   // broadcast
   rounds: 1,
   "bcast-count": 100,
@@ -67,10 +79,11 @@ function checkLoopback(url) {
   if (!ok) throw new Error(`refusing non-loopback target ${url}`);
 }
 
-function connectOne(url, timeoutS) {
+function connectOne(url, timeoutS, deflate = false) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, {
-      perMessageDeflate: false, // measure framing, not zlib
+      // Off unless the scenario measures compression: measure framing, not zlib.
+      perMessageDeflate: deflate ? { threshold: 0 } : false,
       maxPayload: 64 * 1024 * 1024,
       handshakeTimeout: timeoutS * 1000,
     });
@@ -80,21 +93,51 @@ function connectOne(url, timeoutS) {
     ws.once("open", () => {
       ws.off("error", onError);
       ws.on("error", (err) => stderr.write(`ws error: ${err.message}\n`));
+      if (deflate && !/permessage-deflate/.test(ws.extensions)) {
+        ws.terminate();
+        reject(new Error("the server did not accept permessage-deflate"));
+        return;
+      }
       resolve(ws);
     });
   });
 }
 
-async function connectAll(url, n, batch, timeoutS) {
-  const sockets = [];
-  for (let i = 0; i < n; i += batch) {
-    const k = Math.min(batch, n - i);
-    const part = await Promise.all(
-      Array.from({ length: k }, () => connectOne(url, timeoutS)),
-    );
-    sockets.push(...part);
-  }
-  return sockets;
+// Opens n connections, at most `concurrency` handshakes in flight at once,
+// and resolves with them in order. `onOpen(ws, i)` (optional) runs as each
+// one opens. Rejects on the first failure, or when `deadlineNs` passes.
+function connectAll(url, n, concurrency, timeoutS, { deflate = false, onOpen, deadlineNs } = {}) {
+  return new Promise((resolve, reject) => {
+    const sockets = new Array(n);
+    let started = 0;
+    let opened = 0;
+    let failed = false;
+    const next = () => {
+      if (failed) return;
+      if (opened === n) return resolve(sockets);
+      if (started >= n) return;
+      if (deadlineNs !== undefined && nowNs() > deadlineNs) {
+        failed = true;
+        return reject(new Error(`time cap reached after ${opened} of ${n} connections`));
+      }
+      const i = started++;
+      connectOne(url, timeoutS, deflate).then(
+        (ws) => {
+          sockets[i] = ws;
+          opened++;
+          if (onOpen) onOpen(ws, i);
+          next();
+        },
+        (err) => {
+          failed = true;
+          for (const ws of sockets) if (ws) ws.terminate();
+          reject(new Error(`connection ${i + 1} of ${n}: ${err.message}`));
+        },
+      );
+    };
+    for (let k = 0; k < Math.min(concurrency, n); k++) next();
+    if (n === 0) resolve(sockets);
+  });
 }
 
 function closeAll(sockets) {
@@ -134,11 +177,12 @@ function cpuDelta(before) {
 // FIN, random non-zero masking key). Every echo message is this exact frame,
 // so sending costs one socket write and no per-message masking in JS: the
 // server still has to unmask every byte.
-function prebuiltFrame(payload) {
+// With `firstByte` 0xc1 (text, RSV1) the payload is a compressed message.
+function prebuiltFrame(payload, firstByte = 0x82) {
   const len = payload.length;
   const extra = len >= 65536 ? 8 : len > 125 ? 2 : 0;
   const frame = Buffer.allocUnsafe(2 + extra + 4 + len);
-  frame[0] = 0x82;
+  frame[0] = firstByte;
   if (extra === 8) {
     frame[1] = 0x80 | 127;
     frame.writeBigUInt64BE(BigInt(len), 2);
@@ -154,6 +198,31 @@ function prebuiltFrame(payload) {
   const off = 6 + extra;
   for (let i = 0; i < len; i++) frame[off + i] = payload[i] ^ mask[i & 3];
   return frame;
+}
+
+// permessage-deflate (RFC 7692 section 7.2.1): the message compressed on its
+// own (raw deflate, sync flush, the trailing 00 00 ff ff removed). It refers to
+// no earlier message, so it is valid whether or not the server keeps its
+// inflate context between messages: every message sent can be this one frame.
+// `windowBits`: the smallest client_max_window_bits the server asked for.
+function deflateMessage(payload, windowBits) {
+  const out = deflateRawSync(payload, {
+    finishFlush: zlibConstants.Z_SYNC_FLUSH,
+    windowBits,
+  });
+  if (out.length < 4 || out.readUInt32BE(out.length - 4) !== 0x0000ffff) {
+    throw new Error("unexpected deflate output");
+  }
+  return out.subarray(0, out.length - 4);
+}
+
+// A JSON text message of `size` bytes, the kind of message compression is for.
+function jsonText(size) {
+  let text = "";
+  for (let i = 0; text.length < size; i++) {
+    text += JSON.stringify({ user: `user${i % 7}`, room: "lobby", seq: i, text: "hello there" });
+  }
+  return Buffer.from(text.slice(0, size), "utf8");
 }
 
 // Writes a prebuilt frame straight to the connection's socket; writes made in
@@ -184,7 +253,66 @@ function makeSender(ws, payload, frame, cork) {
 // `payload`, keeping up to `window` in flight, and stops sending when the
 // deadline passes. Resolves when every sent message has been echoed (or the
 // drain grace period after the deadline runs out).
-function echoPhase(sockets, payload, frame, perConn, window, deadlineNs, recordRtt) {
+// Reads the server's frames straight off `ws`'s TCP socket, in place of ws's
+// parser (which is detached until the returned function is called): server
+// frames are not masked, so the generator only walks the headers.
+// `onMessage(length, firstByte)` runs for each data frame with FIN set (length
+// of the payload on the wire; the first byte has the opcode and RSV1), and
+// `onOther(opcode)` for control frames. Returns null when ws internals are not
+// reachable or ws has bytes of its own buffered.
+function rawFrames(ws, onMessage, onOther) {
+  const sock = ws._socket;
+  if (!sock || !ws._receiver || ws._receiver._bufferedBytes !== 0) return null;
+  const hdr = Buffer.alloc(14);
+  let hdrLen = 0;
+  let hdrNeed = 2;
+  let left = -1; // payload bytes still to skip; -1 while reading a header
+  let first = 0;
+  let length = 0;
+  const frameDone = () => {
+    const opcode = first & 0x0f;
+    if (opcode >= 8) onOther(opcode);
+    else if (first & 0x80) onMessage(length, first);
+    left = -1;
+    hdrLen = 0;
+    hdrNeed = 2;
+  };
+  const onData = (chunk) => {
+    let i = 0;
+    while (i < chunk.length) {
+      if (left < 0) {
+        while (hdrLen < hdrNeed && i < chunk.length) hdr[hdrLen++] = chunk[i++];
+        if (hdrLen < hdrNeed) return;
+        if (hdrNeed === 2) {
+          const len7 = hdr[1] & 0x7f;
+          hdrNeed = len7 === 127 ? 10 : len7 === 126 ? 4 : 2;
+          if (hdrLen < hdrNeed) continue;
+        }
+        first = hdr[0];
+        const len7 = hdr[1] & 0x7f;
+        length = len7 === 127 ? Number(hdr.readBigUInt64BE(2)) : len7 === 126 ? hdr.readUInt16BE(2) : len7;
+        left = length;
+        if (left === 0) frameDone();
+      } else {
+        const take = Math.min(left, chunk.length - i);
+        i += take;
+        left -= take;
+        if (left === 0) frameDone();
+      }
+    }
+  };
+  const orig = sock.listeners("data");
+  for (const l of orig) sock.removeListener("data", l);
+  sock.on("data", onData);
+  return () => {
+    sock.removeListener("data", onData);
+    for (const l of orig) sock.on("data", l);
+  };
+}
+
+// With `raw`, replies are counted by rawFrames (their payload length checked, or
+// for `compressed` replies that they have RSV1 set), not parsed by ws.
+function echoPhase(sockets, payload, frame, perConn, window, deadlineNs, recordRtt, raw = false, compressed = false) {
   return new Promise((resolve) => {
     const rtts = recordRtt ? [] : null;
     let sentTotal = 0;
@@ -202,12 +330,15 @@ function echoPhase(sockets, payload, frame, perConn, window, deadlineNs, recordR
       write: makeSender(ws, payload, frame, window > 1),
     }));
 
+    const detach = [];
+    let rawUsed = raw;
     const finish = (timedOut) => {
       if (finished) return;
       finished = true;
       clearTimeout(drainTimer);
       for (const ws of sockets) ws.removeAllListeners("message");
-      resolve({ sentTotal, recvTotal, bytesTotal, errors, rtts, lastRecvNs, timedOut });
+      for (const d of detach) d();
+      resolve({ sentTotal, recvTotal, bytesTotal, errors, rtts, lastRecvNs, timedOut, raw: rawUsed });
     };
 
     const maybeDone = (st) => {
@@ -227,19 +358,36 @@ function echoPhase(sockets, payload, frame, perConn, window, deadlineNs, recordR
       st.write();
     };
 
+    const onReply = (ws, st, len, ok) => {
+      const t = nowNs();
+      st.recv++;
+      recvTotal++;
+      lastRecvNs = t;
+      bytesTotal += len;
+      if (!ok) errors++;
+      if (rtts) rtts.push(Number(t - st.stamps.shift()) / 1000); // µs
+      if (!maybeDone(st)) sendOne(ws, st);
+    };
+    if (raw) {
+      const hooks = sockets.map((ws, i) =>
+        rawFrames(
+          ws,
+          (len, first) =>
+            onReply(ws, states[i], compressed ? payload.length : len,
+              compressed ? (first & 0x40) !== 0 : len === payload.length),
+          () => {}, // a ping (keepalive) goes unanswered for the few seconds measured
+        ),
+      );
+      if (hooks.every((h) => h !== null)) detach.push(...hooks);
+      else {
+        for (const h of hooks) if (h) h();
+        rawUsed = false;
+      }
+    }
+
     sockets.forEach((ws, i) => {
       const st = states[i];
-      ws.on("message", (data) => {
-        const t = nowNs();
-        st.recv++;
-        recvTotal++;
-        lastRecvNs = t;
-        const len = data.length;
-        bytesTotal += len;
-        if (len !== payload.length) errors++;
-        if (rtts) rtts.push(Number(t - st.stamps.shift()) / 1000); // µs
-        if (!maybeDone(st)) sendOne(ws, st);
-      });
+      if (!rawUsed) ws.on("message", (data) => onReply(ws, st, data.length, data.length === payload.length));
       const initial = Math.min(window, perConn);
       for (let k = 0; k < initial; k++) sendOne(ws, st);
     });
@@ -251,15 +399,29 @@ function echoPhase(sockets, payload, frame, perConn, window, deadlineNs, recordR
 }
 
 async function runEcho(o) {
-  const payload = Buffer.alloc(o.size, 0x61);
-  const frame = prebuiltFrame(payload);
+  const deflate = o.deflate > 0;
+  const payload = deflate ? jsonText(o.size) : Buffer.alloc(o.size, 0x61);
   const tConn0 = nowNs();
-  const sockets = await connectAll(o.url, o.connections, o["connect-batch"], o["connect-timeout"]);
+  const sockets = await connectAll(o.url, o.connections, o["connect-batch"], o["connect-timeout"], {
+    deflate,
+  });
+  let windowBits = 15;
+  for (const ws of sockets) {
+    const m = /client_max_window_bits=(\d+)/.exec(ws.extensions);
+    if (m) windowBits = Math.min(windowBits, Math.max(9, Number(m[1])));
+  }
+  const frame = deflate
+    ? prebuiltFrame(deflateMessage(payload, windowBits), 0xc1)
+    : prebuiltFrame(payload);
   const connectS = nsToS(nowNs() - tConn0);
 
+  // Warm-up through ws's parser: every reply is decoded (and inflated) in full
+  // and its length checked; the measured phase then counts frames raw.
+  let warmupErrors = 0;
   if (o.warmup > 0) {
     const warmDeadline = nowNs() + BigInt(Math.round(Math.min(o.duration, 5) * 1e9));
-    await echoPhase(sockets, payload, frame, o.warmup, o.window, warmDeadline, false);
+    const w = await echoPhase(sockets, payload, frame, o.warmup, o.window, warmDeadline, false);
+    warmupErrors = w.errors + (w.sentTotal - w.recvTotal);
   }
 
   emit({ event: "measure_start" });
@@ -274,6 +436,8 @@ async function runEcho(o) {
     o.window,
     deadline,
     o.connections === 1,
+    true,
+    deflate,
   );
   const wallS = nsToS(r.lastRecvNs - t0);
   const cpuS = cpuDelta(cpu0);
@@ -297,10 +461,14 @@ async function runEcho(o) {
     connections: o.connections,
     size: o.size,
     window: o.window,
+    deflate,
+    frame_bytes: frame.length,
+    receive_mode: r.raw ? "raw-socket" : "ws-parser",
     connect_s: connectS,
     sent: r.sentTotal,
     received: r.recvTotal,
-    errors: r.errors + (r.sentTotal - r.recvTotal),
+    errors: r.errors + (r.sentTotal - r.recvTotal) + warmupErrors,
+    warmup_errors: warmupErrors,
     timed_out: r.timedOut,
     truncated_by_deadline: r.sentTotal < o.count * o.connections,
     wall_s: wallS,
@@ -309,6 +477,209 @@ async function runEcho(o) {
     latency: lat,
     loadgen_cpu_s: cpuS,
     loadgen_cpu_frac: cpuS / wallS,
+  };
+}
+
+// ----------------------------------------------------------- handshake ----
+//
+// `parallel` workers each open a connection (opening handshake), close it
+// (close handshake, code 1000) and wait for the TCP connection to close, then
+// start again, until `count` cycles are done or the deadline passes.
+function handshakePhase(o, count, deadlineNs) {
+  return new Promise((resolve) => {
+    let started = 0;
+    let done = 0;
+    let errors = 0;
+    let active = 0;
+    let finished = false;
+    let lastNs = nowNs();
+    const times = [];
+    const finish = (timedOut) => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      resolve({ done, errors, lastNs, times, timedOut });
+    };
+    const startOne = () => {
+      if (finished) return;
+      if (started >= count || nowNs() >= deadlineNs) {
+        if (active === 0) finish(false);
+        return;
+      }
+      started++;
+      active++;
+      const t0 = nowNs();
+      let settled = false;
+      const ws = new WebSocket(o.url, {
+        perMessageDeflate: false,
+        handshakeTimeout: o["connect-timeout"] * 1000,
+      });
+      const end = (ok) => {
+        if (settled) return;
+        settled = true;
+        active--;
+        if (ok) {
+          done++;
+          lastNs = nowNs();
+          times.push(Number(lastNs - t0) / 1000);
+        } else {
+          errors++;
+        }
+        startOne();
+      };
+      ws.on("open", () => ws.close(1000));
+      ws.on("error", () => {
+        ws.terminate();
+        end(false);
+      });
+      // "close": the close handshake is over and the TCP connection closed.
+      ws.on("close", (code) => end(code === 1000 || code === 1005));
+    };
+    for (let k = 0; k < o.parallel; k++) startOne();
+    // Hard cap: 5 s after the deadline for the last cycles to finish.
+    const msLeft = Math.max(0, Number(deadlineNs - nowNs()) / 1e6);
+    const timer = setTimeout(() => finish(true), msLeft + 5000);
+  });
+}
+
+async function runHandshake(o) {
+  if (o.warmup > 0) {
+    const warmDeadline = nowNs() + BigInt(Math.round(Math.min(o.duration, 5) * 1e9));
+    await handshakePhase(o, o.warmup, warmDeadline);
+  }
+  emit({ event: "measure_start" });
+  const cpu0 = cpuUsage();
+  const t0 = nowNs();
+  const r = await handshakePhase(o, o.count, t0 + BigInt(Math.round(o.duration * 1e9)));
+  const wallS = nsToS(r.lastNs - t0);
+  const cpuS = cpuDelta(cpu0);
+  emit({ event: "measure_end" });
+  const s = Float64Array.from(r.times).sort();
+  return {
+    scenario: "handshake",
+    parallel: o.parallel,
+    handshakes: r.done,
+    errors: r.errors,
+    timed_out: r.timedOut,
+    truncated_by_deadline: r.done + r.errors < o.count,
+    wall_s: wallS,
+    handshakes_per_s: r.done / wallS,
+    latency: s.length
+      ? { p50_us: percentile(s, 50), p99_us: percentile(s, 99), max_us: s[s.length - 1] }
+      : null,
+    loadgen_cpu_s: cpuS,
+    loadgen_cpu_frac: cpuS / wallS,
+  };
+}
+
+// ---------------------------------------------------------------- idle ----
+//
+// Memory per idle connection. A few warm-up connections exchange one message
+// and close (the server has then loaded everything a connection needs); first
+// memory sample. Then `connections` connections open, each sends one `size`-byte
+// message and gets it back (every one is answering); second sample. Then every
+// connection exchanges one more message, to show that all of them still answer.
+// With --hold 1, each sample is a {"event":"hold"} line, and the generator
+// waits for the orchestrator's line on stdin.
+let stdinLines = null;
+function waitForOrchestrator(phase, extra = {}) {
+  emit({ event: "hold", phase, ...extra });
+  if (!stdinLines) {
+    stdinLines = [];
+    const waiters = [];
+    const rl = createInterface({ input: stdin });
+    rl.on("line", () => (waiters.length ? waiters.shift()() : stdinLines.push(1)));
+    stdinLines.waiters = waiters;
+  }
+  if (stdinLines.length) {
+    stdinLines.shift();
+    return Promise.resolve(true);
+  }
+  return new Promise((resolve) => {
+    const t = setTimeout(() => resolve(false), 60_000);
+    stdinLines.waiters.push(() => {
+      clearTimeout(t);
+      resolve(true);
+    });
+  });
+}
+
+// Every socket sends one message and waits for the echo; resolves with the
+// number answered when all have, or when `timeoutS` runs out.
+function roundTripAll(sockets, frame, size, timeoutS) {
+  return new Promise((resolve) => {
+    let answered = 0;
+    let errors = 0;
+    let finished = false;
+    const finish = () => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(t);
+      resolve({ answered, errors });
+    };
+    const t = setTimeout(finish, timeoutS * 1000);
+    if (sockets.length === 0) return finish();
+    for (const ws of sockets) {
+      ws.once("message", (data) => {
+        if (data.length !== size) errors++;
+        if (++answered === sockets.length) finish();
+      });
+      ws._socket.write(frame);
+    }
+  });
+}
+
+async function runIdle(o) {
+  const payload = Buffer.alloc(o.size, 0x61);
+  const frame = prebuiltFrame(payload);
+  const batch = o["connect-batch"];
+  const timeoutS = o["connect-timeout"];
+  const hold = (phase, extra) => (o.hold > 0 ? waitForOrchestrator(phase, extra) : null);
+
+  const warm = await connectAll(o.url, Math.min(o.warmup, o.connections), batch, timeoutS);
+  await roundTripAll(warm, frame, o.size, timeoutS);
+  await closeAll(warm);
+  await hold("baseline", { connections: 0 });
+
+  const cpu0 = cpuUsage();
+  const t0 = nowNs();
+  const deadlineNs = t0 + BigInt(Math.round(o.duration * 1e9));
+  let answered = 0;
+  let errors = 0;
+  let allAnswered;
+  const answeredPromise = new Promise((resolve) => (allAnswered = resolve));
+  const sockets = await connectAll(o.url, o.connections, batch, timeoutS, {
+    deadlineNs,
+    onOpen: (ws) => {
+      ws.once("message", (data) => {
+        if (data.length !== o.size) errors++;
+        if (++answered === o.connections) allAnswered();
+      });
+      ws._socket.write(frame);
+    },
+  });
+  const connectS = nsToS(nowNs() - t0);
+  // Bounded wait for the last answers.
+  const leftMs = Math.max(1000, Number(deadlineNs - nowNs()) / 1e6);
+  let capTimer;
+  await Promise.race([answeredPromise, new Promise((r) => (capTimer = setTimeout(r, leftMs)))]);
+  clearTimeout(capTimer);
+  const answeredFirst = answered;
+  await hold("loaded", { connections: sockets.length, answered: answeredFirst });
+  const again = await roundTripAll(sockets, frame, o.size, Math.max(10, o.duration));
+  const cpuS = cpuDelta(cpu0);
+  for (const ws of sockets) ws.terminate();
+  return {
+    scenario: "idle",
+    connections: sockets.length,
+    size: o.size,
+    connect_s: connectS,
+    connects_per_s: sockets.length / connectS,
+    answered: answeredFirst,
+    answered_again: again.answered,
+    errors: errors + again.errors + (sockets.length - answeredFirst) + (sockets.length - again.answered),
+    timed_out: answeredFirst < sockets.length,
+    loadgen_cpu_s: cpuS,
   };
 }
 
@@ -655,6 +1026,8 @@ async function main() {
 
   let result;
   if (o.scenario === "echo") result = await runEcho(o);
+  else if (o.scenario === "handshake") result = await runHandshake(o);
+  else if (o.scenario === "idle") result = await runIdle(o);
   else if (o.scenario === "broadcast") result = await runBroadcast(o);
   else if (o.scenario === "chat") result = await runChat(o);
   else throw new Error(`unknown scenario ${o.scenario}`);

@@ -9,10 +9,23 @@ import sys
 MAX_MESSAGE_SIZE = 2**21
 
 
-def parse_args(description: str) -> argparse.Namespace:
+def make_parser(description: str) -> argparse.ArgumentParser:
+    """The options every server under test takes; a server may add its own."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--deflate",
+        action="store_true",
+        help="negotiate permessage-deflate when the client offers it (default: never)",
+    )
+    return parser
+
+
+def parse_args(
+    description: str, parser: argparse.ArgumentParser | None = None
+) -> argparse.Namespace:
+    parser = parser or make_parser(description)
     args = parser.parse_args()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("benchmark servers only listen on loopback")

@@ -39,7 +39,11 @@ async def handler(websocket: ServerConnection) -> None:
 async def main() -> None:
     args = parse_args(__doc__ or "")
     async with serve(
-        handler, args.host, args.port, max_size=MAX_MESSAGE_SIZE, compression=None
+        handler,
+        args.host,
+        args.port,
+        max_size=MAX_MESSAGE_SIZE,
+        compression="deflate" if args.deflate else None,
     ) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         announce_port(port)

@@ -52,7 +52,11 @@ def handler(websocket: ServerConnection) -> None:
 def main() -> None:
     args = parse_args(__doc__ or "")
     with serve(
-        handler, args.host, args.port, max_size=MAX_MESSAGE_SIZE, compression=None
+        handler,
+        args.host,
+        args.port,
+        max_size=MAX_MESSAGE_SIZE,
+        compression="deflate" if args.deflate else None,
     ) as server:
         announce_port(server.socket.getsockname()[1])
         server.serve_forever()
