@@ -208,7 +208,8 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Run the benchmarks on loopback against the websockets library's servers."""
+    """Run the benchmark table (bench/README.md) on loopback: wsgiws against websockets,
+    aiohttp, picows and flask-sock; ``nox -s bench -- --quick`` for a smoke run."""
     install(session, ".", *groups("bench"))
     session.run("python", "bench/run.py", *session.posargs)
 

@@ -225,7 +225,7 @@ SCENARIOS: tuple[Scenario, ...] = (
             "size": 64,
             "warmup": 32,
             "connect-batch": 64,
-            "duration": 60,
+            "duration": 45,
             "hold": 1,
         },
         quick={
@@ -681,7 +681,10 @@ def run_loadgen(
     res = Result(name, scenario.key, ok=True, data=result)
     if scenario.metric == "kib_per_conn":
         memory_figure(res, rss, int(params.get("connections", 0)))
-    if result.get("errors"):
+        said = server.stderr_tail(1)
+        if res.invalid and said not in ("(no stderr)", "(closed)"):
+            res.invalid.append(f"server said: {said[:200]}")
+    if result.get("errors") and scenario.metric != "kib_per_conn":
         what = "failed cycles" if scenario.metric == "handshakes_per_s" else "lost/bad messages"
         res.invalid.append(f"{result['errors']} {what}")
     if result.get("timed_out") and scenario.metric != "kib_per_conn":
@@ -719,7 +722,8 @@ def memory_figure(res: Result, rss: dict[str, int | None], wanted: int) -> None:
         return
     d["kib_per_conn"] = (loaded - base) / conns / 1024
     if conns < wanted:
-        res.invalid.append(f"only {conns} of {wanted} connections opened")
+        error = d.get("connect_error") or "?"
+        res.invalid.append(f"only {conns} of {wanted} connections opened ({error})")
     if d.get("answered", 0) < conns or d.get("answered_again", 0) < conns:
         res.invalid.append(
             f"not all answering: {d.get('answered')} then {d.get('answered_again')} of {conns}"

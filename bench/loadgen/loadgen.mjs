@@ -105,38 +105,61 @@ function connectOne(url, timeoutS, deflate = false) {
 
 // Opens n connections, at most `concurrency` handshakes in flight at once,
 // and resolves with them in order. `onOpen(ws, i)` (optional) runs as each
-// one opens. Rejects on the first failure, or when `deadlineNs` passes.
-function connectAll(url, n, concurrency, timeoutS, { deflate = false, onOpen, deadlineNs } = {}) {
+// one opens. Rejects on the first failure, or when `deadlineNs` passes; with
+// `partial`, resolves instead with the connections open by then (and those
+// still opening), and sets `sockets.error` to what stopped it.
+function connectAll(
+  url,
+  n,
+  concurrency,
+  timeoutS,
+  { deflate = false, onOpen, deadlineNs, partial = false } = {},
+) {
   return new Promise((resolve, reject) => {
     const sockets = new Array(n);
     let started = 0;
     let opened = 0;
-    let failed = false;
+    let settledCount = 0;
+    let stopped = null;
+    const done = () => {
+      const open = sockets.filter((ws) => ws !== undefined);
+      open.error = stopped;
+      resolve(open);
+    };
+    const stop = (message) => {
+      if (stopped !== null) return;
+      stopped = message;
+      if (!partial) {
+        for (const ws of sockets) if (ws) ws.terminate();
+        reject(new Error(message));
+      }
+    };
     const next = () => {
-      if (failed) return;
-      if (opened === n) return resolve(sockets);
-      if (started >= n) return;
-      if (deadlineNs !== undefined && nowNs() > deadlineNs) {
-        failed = true;
-        return reject(new Error(`time cap reached after ${opened} of ${n} connections`));
+      if (stopped === null && started < n && deadlineNs !== undefined && nowNs() > deadlineNs) {
+        stop(`time cap reached after ${opened} of ${n} connections`);
+      }
+      if (stopped !== null || started >= n) {
+        if (settledCount === started && (partial || stopped === null)) done();
+        return;
       }
       const i = started++;
       connectOne(url, timeoutS, deflate).then(
         (ws) => {
+          settledCount++;
           sockets[i] = ws;
           opened++;
           if (onOpen) onOpen(ws, i);
           next();
         },
         (err) => {
-          failed = true;
-          for (const ws of sockets) if (ws) ws.terminate();
-          reject(new Error(`connection ${i + 1} of ${n}: ${err.message}`));
+          settledCount++;
+          stop(`connection ${i + 1} of ${n}: ${err.message}`);
+          next();
         },
       );
     };
+    if (n === 0) return done();
     for (let k = 0; k < Math.min(concurrency, n); k++) next();
-    if (n === 0) resolve(sockets);
   });
 }
 
@@ -647,18 +670,23 @@ async function runIdle(o) {
   let answered = 0;
   let errors = 0;
   let allAnswered;
+  let opened = -1; // known once connectAll is over
+  const target = () => (opened < 0 ? o.connections : opened);
   const answeredPromise = new Promise((resolve) => (allAnswered = resolve));
   const sockets = await connectAll(o.url, o.connections, batch, timeoutS, {
     deadlineNs,
+    partial: true,
     onOpen: (ws) => {
       ws.once("message", (data) => {
         if (data.length !== o.size) errors++;
-        if (++answered === o.connections) allAnswered();
+        if (++answered === target()) allAnswered();
       });
       ws._socket.write(frame);
     },
   });
   const connectS = nsToS(nowNs() - t0);
+  opened = sockets.length;
+  if (answered >= opened) allAnswered();
   // Bounded wait for the last answers.
   const leftMs = Math.max(1000, Number(deadlineNs - nowNs()) / 1e6);
   let capTimer;
@@ -666,12 +694,13 @@ async function runIdle(o) {
   clearTimeout(capTimer);
   const answeredFirst = answered;
   await hold("loaded", { connections: sockets.length, answered: answeredFirst });
-  const again = await roundTripAll(sockets, frame, o.size, Math.max(10, o.duration));
+  const again = await roundTripAll(sockets, frame, o.size, Math.min(15, o.duration));
   const cpuS = cpuDelta(cpu0);
   for (const ws of sockets) ws.terminate();
   return {
     scenario: "idle",
     connections: sockets.length,
+    connect_error: sockets.error,
     size: o.size,
     connect_s: connectS,
     connects_per_s: sockets.length / connectS,
