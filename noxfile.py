@@ -211,6 +211,9 @@ def bench(session: nox.Session) -> None:
     """Run the benchmark table (bench/README.md) on loopback: wsgiws against websockets,
     aiohttp, picows and flask-sock; ``nox -s bench -- --quick`` for a smoke run."""
     install(session, ".", *groups("bench"))
+    # The stamp skips unchanged dependencies, not changed sources: reinstall wsgiws
+    # itself every time, so that the figures are those of this working tree.
+    session.install("--no-deps", "--force-reinstall", "--quiet", ".")
     session.run("python", "bench/run.py", *session.posargs)
 
 
