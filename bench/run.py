@@ -706,7 +706,8 @@ def run_loadgen(
                 if frac > OTHER_LOAD_LIMIT:
                     label = where.replace("_", " ").replace("gen", "generator's")
                     label = label.replace("server core", "server's core")
-                    res.invalid.append(f"other processes used {frac:.0%} of the {label}")
+                    shown = f"{min(frac, 1.0):.0%}"  # tick accounting can overshoot
+                    res.invalid.append(f"other processes used {shown} of the {label}")
     return res
 
 
