@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 from typing import Any
@@ -68,10 +69,10 @@ def main() -> None:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
     server = make_server(args.host, args.port, app, threaded=True)
     announce_port(server.server_port)
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    # Exit at once: a graceful shutdown waits on every connection's threads.
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
-    server.server_close()
 
 
 if __name__ == "__main__":
