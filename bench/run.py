@@ -969,8 +969,8 @@ def markdown_report(
         )
     out.append(f"- {meta['cpus']} CPUs; {meta['pinning']}; {meta['platform']}")
     out.append(
-        f"- Load average at start {meta['loadavg_start']}, at end {meta['loadavg_end']}:"
-        " other work on the machine lowers every figure; ratios suffer less."
+        f"- Load average at start {meta['loadavg_start']}, at end {meta['loadavg_end']}"
+        " (measure on an otherwise idle machine)."
     )
     out.append(
         f"- Passes: {meta['repeat']} (the median is shown); total time {meta['elapsed_s']:.0f} s."
@@ -979,8 +979,11 @@ def markdown_report(
         out.append(f"- Not run: {name}: {reason}")
     out.append(
         "- † marks a figure that is not valid as it stands: the load generator used more"
-        f" than {LOADGEN_SATURATION:.0%} of its core (the figure is a lower bound), or"
-        " messages were lost, or not every connection answered. A ratio with † involves one."
+        f" than {LOADGEN_SATURATION:.0%} of its core (the figure is a lower bound), or other"
+        f" processes used more than {OTHER_LOAD_LIMIT:.0%} of the server's or the generator's"
+        " core (a busy machine; it also favours servers with more threads), or messages"
+        " were lost, or not every connection opened and answered (see the details)."
+        " A ratio with † involves one."
     )
     out.append("")
 
