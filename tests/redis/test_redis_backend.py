@@ -386,3 +386,56 @@ def test_a_subscriber_falling_behind_is_reported_long_before_redis_drops_it(
     finally:
         hub.release.set()
         backend.close()
+
+
+def test_resp_values_are_parsed_and_commands_encoded() -> None:
+    """The RESP2 reader handles every reply type, and waits for a value cut short."""
+    from wsgiws.redis_groups import RespError, _command, _Incomplete, _parse
+
+    assert _command("PUBLISH", b"ch", 7) == b"*3\r\n$7\r\nPUBLISH\r\n$2\r\nch\r\n$1\r\n7\r\n"
+    data = b"+OK\r\n:42\r\n$-1\r\n*-1\r\n-ERR no\r\n*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$2\r\nhi\r\n"
+    values, pos = [], 0
+    while pos < len(data):
+        value, pos = _parse(data, pos)
+        values.append(value)
+    assert values[:4] == [b"OK", 42, None, None]
+    assert isinstance(values[4], RespError) and str(values[4]) == "ERR no"
+    assert values[5] == [b"message", b"c", b"hi"]
+    for cut in (b"$5\r\nab", b"*2\r\n:1\r\n", b":1"):
+        with pytest.raises(_Incomplete):
+            _parse(cut, 0)
+    with pytest.raises(ValueError, match="not RESP2"):
+        _parse(b"!oops\r\n", 0)
+
+
+def test_every_message_is_published_or_counted_lost(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a tiny queue, senders faster than Redis lose messages, and each is counted:
+    published + lost = sent. After close(), a message is lost at once."""
+    caplog.set_level(logging.INFO, logger="wsgiws.groups")
+    with ready_backend(redis_server.url, max_pending=1) as backend:
+        sent = 2000
+        for i in range(sent):
+            backend.publish(Envelope("group", "fast", str(i)))
+        assert backend.flush(TIMEOUT)
+        stats = backend.stats
+        assert stats.lost > 0 and stats.published + stats.lost == sent
+        assert stats.outages == 0 and stats.connected and stats.pending == 0
+        assert "more than max_pending=1 queued" in caplog.text
+    backend.publish(Envelope("group", "fast", "after close"))
+    assert backend.stats.lost == stats.lost + 1
+
+
+def test_cluster_mode_against_a_plain_redis_says_why_it_cannot_connect(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """cluster=True on a Redis without cluster support: not connected, and the log says why."""
+    caplog.set_level(logging.INFO, logger="wsgiws.groups")
+    backend = RedisBackend(redis_server.url, cluster=True, reconnect_delay=0.05)
+    try:
+        backend.start(wsgiws.groups.hub)
+        wait_for(lambda: "CLUSTER SLOTS failed" in caplog.text)
+        assert not backend.connected and backend.stats.outages == 1
+    finally:
+        backend.close()
