@@ -851,12 +851,23 @@ class RedisBackend:
         return Wire(connection, address)
 
     def _load_slots(self) -> None:
-        """Read the cluster's slot map from the URL's node (cluster mode)."""
-        wire = self._open(name="topology")
-        try:
-            (reply,) = wire.call(_command("CLUSTER", "SLOTS"), timeout=self.connect_timeout)
-        finally:
-            wire.close()
+        """Read the cluster's slot map (cluster mode): from the URL's node, or, if it is
+        unreachable, from any node of the last map."""
+        candidates: list[str | None] = [None]
+        candidates += sorted({address for _, _, address in self._slots})
+        reply: Any = None
+        for address in candidates:
+            try:
+                wire = self._open(address, name="topology")
+            except (self._redis.RedisError, OSError):
+                if address == candidates[-1]:
+                    raise
+                continue
+            try:
+                (reply,) = wire.call(_command("CLUSTER", "SLOTS"), timeout=self.connect_timeout)
+            finally:
+                wire.close()
+            break
         if isinstance(reply, RespError):
             raise self._redis.ConnectionError(f"CLUSTER SLOTS failed: {reply}")
         default_host = str(self._connection_kwargs.get("host", "127.0.0.1"))

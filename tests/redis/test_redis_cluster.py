@@ -74,7 +74,7 @@ def test_groups_spread_over_the_shards_and_survive_a_node_restart(
         for clients in rooms.values():
             expect_all(clients, "everyone")
 
-        restarted = redis_cluster.nodes[1]
+        restarted = redis_cluster.nodes[0]  # the one the URL names
         restarted.stop()
         wait_for(
             lambda: not status(ctl_a)["connected"] and not status(ctl_b)["connected"],
