@@ -346,6 +346,99 @@ def test_flow_control_pauses_and_resumes_reading(registry: wsgiws.Registry, rec:
         host.stop()
 
 
+def test_batch_of_messages_is_handled_in_order_with_replies_in_order(
+    registry: wsgiws.Registry, rec: Recorder
+) -> None:
+    """Messages that one read completes go to the handlers as one batch, in order."""
+    host = FakeHost(registry)
+    try:
+        session, client = host.connect("/echo")
+        with client:
+            client.accept()
+            client.send_raw(b"".join(client.ws.send(TextMessage(str(i))) for i in range(50)))
+            for i in range(50):
+                event = client.next_event()
+                assert isinstance(event, TextMessage) and event.data == str(i)
+            client.send(CloseConnection(1000))
+            client.next_event()
+        host.wait_done(session)
+        assert [v for k, v in rec.events if k == "message"] == [str(i) for i in range(50)]
+    finally:
+        host.stop()
+
+
+def test_a_slow_handler_ends_holding_replies_for_the_batch() -> None:
+    """Replies to a batch are held for one send only while handlers are quick: once one
+    was slow, a reply leaves before the next handler of the batch returns."""
+    registry = wsgiws.Registry()
+    release = threading.Event()
+
+    @wsgiws.Namespace(r"/slow", registry=registry)
+    class Slow(wsgiws.BaseWSClass):
+        @classmethod
+        def on_message(cls, websocket: wsgiws.WebSocket, message: str | bytes) -> None:
+            if message == "slow":
+                release.wait(0.05)  # longer than QUICK_HANDLER
+            elif message == "block":
+                assert release.wait(TIMEOUT)
+            websocket.send(message)
+
+    host = FakeHost(registry)
+    try:
+        session, client = host.connect("/slow")
+        with client:
+            client.accept()
+            client.send_raw(client.ws.send(TextMessage("a")) + client.ws.send(TextMessage("slow")))
+            for expected in ("a", "slow"):
+                event = client.next_event()
+                assert isinstance(event, TextMessage) and event.data == expected
+            # "block" waits until the reply to "c" arrived: were it held, neither would.
+            client.send_raw(client.ws.send(TextMessage("c")) + client.ws.send(TextMessage("block")))
+            event = client.next_event()
+            assert isinstance(event, TextMessage) and event.data == "c"
+            release.set()
+            event = client.next_event()
+            assert isinstance(event, TextMessage) and event.data == "block"
+            client.send(CloseConnection(1000))
+            client.next_event()
+        host.wait_done(session)
+    finally:
+        release.set()
+        host.stop()
+
+
+def test_cork_holds_the_corking_threads_writes_only(registry: wsgiws.Registry) -> None:
+    """While corked, a thread's frames wait for uncork; another thread's send writes
+    everything buffered, in order."""
+    host = FakeHost(registry)
+    try:
+        session, client = host.connect("/echo")
+        with client:
+            client.accept()
+            transport = session.transport
+            transport.cork()
+            transport.send_message("one")
+            transport.send_message("two")
+            assert transport.queued_bytes() > 0
+            other = threading.Thread(target=transport.send_message, args=("three",))
+            other.start()
+            other.join(TIMEOUT)
+            for expected in ("one", "two", "three"):
+                event = client.next_event()
+                assert isinstance(event, TextMessage) and event.data == expected
+            transport.send_message("four")
+            assert transport.queued_bytes() > 0
+            transport.uncork()
+            assert transport.queued_bytes() == 0
+            event = client.next_event()
+            assert isinstance(event, TextMessage) and event.data == "four"
+            client.send(CloseConnection(1000))
+            client.next_event()
+        host.wait_done(session)
+    finally:
+        host.stop()
+
+
 DEV_MODE_SCRIPT = """
 import threading
 import wsgiws

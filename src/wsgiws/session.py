@@ -21,8 +21,12 @@ session decides and runs user code:
   (:meth:`Session.input_finished`). An exception in a handler is logged with its
   traceback through the connection's logger on ``wsgiws.handlers`` and closes that
   connection with 1011 (500 during the handshake).
+* **Batches**: the messages one read completes reach the executor as one task, which
+  runs them in order with the transport corked, so that their replies leave in one
+  ``send``.
 * **Flow control**: past ``max_queue`` messages not yet handled, the transport stops
-  reading from the client; it reads again once the handlers caught up to a quarter.
+  reading from the client; it reads again once the handlers caught up to a quarter
+  (hysteresis: the socket does not enter and leave the selector at every message).
 
 The session knows its host only through :class:`Host` and the group hub only
 through :class:`GroupRegistry`: tests drive it with a fake host over a socketpair.
@@ -35,6 +39,7 @@ import functools
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Protocol
@@ -56,6 +61,9 @@ if TYPE_CHECKING:
     from .workers import WorkerPool
 
 __all__ = ["GroupRegistry", "Host", "Session"]
+
+#: Seconds a handler call may take and still count as quick (see _run_messages).
+QUICK_HANDLER = 0.001
 
 
 class GroupRegistry(Protocol):
@@ -145,9 +153,13 @@ class Session:
         self._handler_log = ConnectionLogger(handlers_logger, extra)
         #: The connection's transport: socket, buffers, timers, protocol state.
         self.transport = Transport(sock, self, loop=host.loop, options=host.options, log=self.log)
-        # Messages handed to handlers and not yet handled (under _lock).
+        # Messages handed to handlers and not yet handled, and whether reading is
+        # paused because of them (under _lock).
         self._lock = threading.Lock()
         self._queued = 0
+        self._paused = False
+        # Whether every handler call so far returned within QUICK_HANDLER.
+        self._quick = True
         # After a handler rejected or failed: messages still queued are dropped.
         self._drop_messages = False
         #: The handlers' view, once the handshake request was routed.
@@ -229,14 +241,16 @@ class Session:
         websocket.subprotocol = next((p for p in self._options.subprotocols if p in offered), None)
         self._executor.submit(self._run_connect)
 
-    def message_received(self, data: str | bytes) -> None:
-        """Queue the message to the handlers; past ``max_queue``, stop reading."""
+    def messages_received(self, messages: list[str | bytes]) -> None:
+        """Queue the messages to the handlers as one task; past ``max_queue``, stop
+        reading."""
         with self._lock:
-            self._queued += 1
-            pause = self._queued > self._options.max_queue
-        if pause:
-            self.transport.pause_reading()
-        self._executor.submit(functools.partial(self._run_message, data))
+            self._queued += len(messages)
+            if self._queued > self._options.max_queue and not self._paused:
+                self._paused = True
+                # Under _lock, so that a pause and a resume cannot swap places.
+                self.transport.pause_reading()
+        self._executor.submit(functools.partial(self._run_messages, messages))
 
     def input_finished(self) -> None:
         """Submit ``on_close`` (or, for a refused handshake, end the lifecycle)."""
@@ -293,6 +307,31 @@ class Session:
             subprotocol = websocket.subprotocol = None
         self.transport.accept(subprotocol, compression=self._options.compression == "deflate")
 
+    def _run_messages(self, messages: list[str | bytes]) -> None:
+        if len(messages) == 1 or not self._quick:
+            for message in messages:
+                self._run_message(message)
+            return
+        # The replies to a batch leave in one send (cork), so each waits for the
+        # handlers after it in the batch: only while this connection's handlers
+        # have all been quick. One slow call (a query, a sleep, a handler that
+        # streams) ends holding for the connection.
+        transport = self.transport
+        transport.cork()
+        try:
+            for i, message in enumerate(messages):
+                if not self._quick:
+                    transport.uncork()
+                    for rest in messages[i:]:
+                        self._run_message(rest)
+                    return
+                start = time.perf_counter()
+                self._run_message(message)
+                if time.perf_counter() - start > QUICK_HANDLER:
+                    self._quick = False
+        finally:
+            transport.uncork()
+
     def _run_message(self, message: str | bytes) -> None:
         websocket, chain = self.websocket, self._chain
         assert websocket is not None and chain is not None
@@ -311,9 +350,9 @@ class Session:
         finally:
             with self._lock:
                 self._queued -= 1
-                resume = self._queued == max(0, self._options.max_queue // 4)
-            if resume:
-                self.transport.resume_reading()
+                if self._paused and self._queued <= self._options.max_queue // 4:
+                    self._paused = False
+                    self.transport.resume_reading()
 
     def _run_close(self) -> None:
         websocket, chain = self.websocket, self._chain

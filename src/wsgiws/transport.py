@@ -92,8 +92,8 @@ class TransportUser(Protocol):
         """A valid upgrade request arrived: decide, then :meth:`Transport.accept` or
         :meth:`Transport.reject`. Reading is paused meanwhile."""
 
-    def message_received(self, data: str | bytes) -> None:
-        """A complete message arrived."""
+    def messages_received(self, messages: list[str | bytes]) -> None:
+        """Complete messages arrived, in order (all those one read completed)."""
 
     def input_finished(self) -> None:
         """No message will arrive any more (called once)."""
@@ -154,6 +154,13 @@ class Transport:
         self._lingering = False
         # Loop thread: whether the socket is watched for reading.
         self._reading = False
+        # Flow control, under lock. Pausing only sets _paused: the selector is left
+        # alone until the socket next reports input, and only then unregistered
+        # (_read_suspended). A resume that comes first costs no system call.
+        self._paused = False
+        self._read_suspended = False
+        # Under lock: the thread whose writes wait for uncork() (see cork()).
+        self._corked: int | None = None
         # A close asked for while on_connect runs, applied right after the 101.
         self._early_close: tuple[int, str] | None = None
         #: Set (under lock) once the handshake is accepted.
@@ -210,12 +217,38 @@ class Transport:
             self.sock.close()
 
     def pause_reading(self) -> None:
-        """Stop reading from the client (too many messages queued). Any thread."""
-        self._loop.run_threadsafe(self._pause)
+        """Stop reading from the client (too many messages queued). Any thread.
+
+        Costs a flag: the socket leaves the selector only if input arrives while
+        paused, so a resume that comes first costs nothing.
+        """
+        with self.lock:
+            self._paused = True
 
     def resume_reading(self) -> None:
         """Read again after :meth:`pause_reading`. Any thread."""
-        self._loop.run_threadsafe(self._resume)
+        with self.lock:
+            self._paused = False
+            suspended, self._read_suspended = self._read_suspended, False
+        if suspended:
+            self._loop.run_threadsafe(self._resume)
+
+    def cork(self) -> None:
+        """Hold this thread's writes in the buffer until :meth:`uncork`. Any thread.
+
+        A worker corks around a batch of messages so that the replies of the whole
+        batch leave in one ``send``. Writes from other threads are not held: they
+        write everything buffered, in order.
+        """
+        with self.lock:
+            self._corked = threading.get_ident()
+
+    def uncork(self) -> None:
+        """Write what :meth:`cork` held. Any thread (the one that corked)."""
+        with self.lock:
+            self._corked = None
+            if self._out and not self._write_requested:
+                self._write_locked(b"")
 
     def accept(self, subprotocol: str | None, *, compression: bool) -> bool:
         """Accept the handshake: the 101, then the frames sent meanwhile. Any thread.
@@ -327,26 +360,46 @@ class Transport:
             self.close_reason = reason
 
     def _write_locked(self, data: bytes) -> None:
-        """Write ``data`` now or buffer it (caller holds ``lock``; any thread)."""
-        if not data or self._closed or self._broken:
+        """Write ``data`` now or buffer it (caller holds ``lock``; any thread).
+
+        Buffered bytes go first: while the loop watches writability it writes them;
+        while this thread corked the transport they wait for :meth:`uncork`; else
+        they are written now, with ``data``, in one ``send``.
+        """
+        if self._closed or self._broken:
             return
-        if self._out or self._tls:
-            self._out += data
+        out = self._out
+        if self._write_requested or self._tls:
+            if not data:
+                return
+            out += data
+        elif self._corked is not None and self._corked == threading.get_ident():
+            if not data:
+                return
+            out += data
+            if len(out) <= self._options.write_limit:
+                return
         else:
+            if out:
+                out += data
+            elif not data:
+                return
             try:
-                sent = self.sock.send(data)
+                sent = self.sock.send(out or data)
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError:
                 self._broken = True
                 self._request_loop(self._check_broken)
                 return
-            if sent < len(data):
-                self._out += memoryview(data)[sent:]
-        if self._out:
-            if len(self._out) > self._options.write_limit:
+            if out:
+                del out[:sent]
+            elif sent < len(data):
+                out += memoryview(data)[sent:]
+        if out:
+            if len(out) > self._options.write_limit:
                 self._broken = True
-                self._out.clear()
+                out.clear()
                 self._request_loop(self._slow_reader)
             elif not self._write_requested:
                 self._write_requested = True
@@ -421,6 +474,13 @@ class Transport:
         if self._tls_handshaking:
             self._tls_handshake()
             return
+        if self._paused and not self._lingering:
+            with self.lock:
+                if self._paused:
+                    # Input while paused: only now leave the selector.
+                    self._read_suspended = True
+                    self._set_reading(False)
+                    return
         while self._read_once() and self._tls and self._reading:
             # TLS may hold decrypted bytes that the selector will never report.
             if not self.sock.pending():  # type: ignore[attr-defined]
@@ -456,14 +516,20 @@ class Transport:
         self._check_broken()
 
     def _handle(self, events: list[Event]) -> None:
+        # Consecutive messages go up in one batch: one hand-off to the workers.
+        batch: list[str | bytes] = []
         for event in events:
-            if isinstance(event, MessageReceived):
+            if type(event) is MessageReceived:
+                data = event.data
                 if self.debug:
-                    data = event.data
                     kind = "TEXT" if isinstance(data, str) else "BINARY"
                     self.log.debug("< %s [%d]", kind, len(data))
-                self._user.message_received(event.data)
-            elif isinstance(event, PongReceived):
+                batch.append(data)
+                continue
+            if batch:
+                self._user.messages_received(batch)
+                batch = []
+            if isinstance(event, PongReceived):
                 if self._pong_timer is not None and event.payload == self._ping_payload:
                     self._pong_timer.cancel()
                     self._pong_timer = None
@@ -477,6 +543,8 @@ class Transport:
                 self._close_after_flush()
             elif isinstance(event, Failed):
                 self._failed(event)
+        if batch:
+            self._user.messages_received(batch)
 
     def _failed(self, event: Failed) -> None:
         if event.status is not None:
@@ -504,14 +572,17 @@ class Transport:
             self._handle(events)
         self._check_broken()
 
-    def _pause(self) -> None:
-        self._set_reading(False)
-
     def _resume(self) -> None:
         if CHECK_THREADS:
             self._loop.check_thread()
+        with self.lock:
+            if self._paused:  # paused again meanwhile: stay out of the selector
+                self._read_suspended = True
+                return
         if self.proto.state in (State.OPEN, State.CLOSING) and not self._lingering:
             self._set_reading(True)
+            if self._tls and self.sock.pending():  # type: ignore[attr-defined]
+                self._on_readable()  # decrypted bytes: no readiness will come
 
     def _on_writable(self) -> None:
         if CHECK_THREADS:
