@@ -6,7 +6,8 @@ Each input is cut into a mode, a chunk size and the bytes to feed:
 
 * byte 0, bit 0: the bytes are a request head (handshake) or frames after an
   accepted handshake; bit 1: permessage-deflate negotiated; bit 2: a
-  ``max_message_size`` of 256 bytes instead of 4096;
+  ``max_message_size`` of 256 bytes instead of 4096; bit 3: the close frame of a
+  violation held back, as the server does (``hold_failure_close``);
 * byte 1: the size of the pieces the bytes are fed in (0: all at once);
 * the rest: the bytes.
 
@@ -38,7 +39,12 @@ def check(data: bytes) -> None:
     if mode & 1:
         check_handshake(chunks)
     else:
-        check_stream(chunks, max_message_size=256 if mode & 4 else 4096, deflate=bool(mode & 2))
+        check_stream(
+            chunks,
+            max_message_size=256 if mode & 4 else 4096,
+            deflate=bool(mode & 2),
+            hold=bool(mode & 8),
+        )
 
 
 def seeds() -> list[bytes]:
@@ -65,6 +71,7 @@ def seeds() -> list[bytes]:
         b"\x00\x03" + stream,
         b"\x02\x00" + compressed + stream,
         b"\x04\x00" + frame(0x2, b"", length=10_000),
+        b"\x08\x00" + frame(0x1, b"before") + frame(0x3, b"reserved") + frame(0x1, b"after"),
     ]
 
 

@@ -108,9 +108,11 @@ def check_handshake(chunks: Iterable[bytes], max_request_size: int = 4096) -> Ev
     return answer
 
 
-def open_server(max_message_size: int | None, deflate: bool) -> tuple[ServerProtocol, WSConnection]:
+def open_server(
+    max_message_size: int | None, deflate: bool, hold: bool = False
+) -> tuple[ServerProtocol, WSConnection]:
     """An accepted server protocol and the wsproto client that reads its output."""
-    server = ServerProtocol(max_message_size=max_message_size)
+    server = ServerProtocol(max_message_size=max_message_size, hold_failure_close=hold)
     client = WSConnection(ConnectionType.CLIENT)
     offer = [PerMessageDeflate()] if deflate else []
     [request] = server.receive_data(client.send(Request(host="h", target="/", extensions=offer)))
@@ -127,17 +129,19 @@ def check_stream(
     *,
     max_message_size: int | None = 4096,
     deflate: bool = False,
+    hold: bool = False,
 ) -> tuple[list[Event], list[object]]:
     """Feed frames after an accepted handshake; return the server's events and what
-    the client read (pongs, the close frame)."""
-    server, client = open_server(max_message_size, deflate)
+    the client read (pongs, the close frame).
+
+    With ``hold`` the protocol holds a violation's close frame back: none may be
+    written until :meth:`~wsgiws.protocol.ServerProtocol.close_failed`, called here
+    once the input is fed."""
+    server, client = open_server(max_message_size, deflate, hold)
     events: list[Event] = []
     read: list[object] = []
-    for chunk in chunks:
-        new = server.receive_data(chunk)
-        if events and isinstance(events[-1], (Failed, CloseReceived)):
-            assert new == [], "events after the end of the connection"
-        events += new
+
+    def read_output() -> None:
         out = server.data_to_send()
         if out:
             client.receive_data(out)
@@ -146,8 +150,20 @@ def check_stream(
                 if isinstance(seen, CloseConnection):
                     assert seen.code != 1006
                 read.append(seen)
+
+    for chunk in chunks:
+        new = server.receive_data(chunk)
+        if events and isinstance(events[-1], (Failed, CloseReceived)):
+            assert new == [], "events after the end of the connection"
+        events += new
+        read_output()
         if max_message_size is not None:
             assert held_bytes(server) <= max_message_size + SLACK, held_bytes(server)
+    if hold and events and isinstance(events[-1], Failed) and events[-1].code != 1006:
+        assert server.failure_pending and server.state is State.OPEN
+        assert not any(isinstance(e, CloseConnection) for e in read), "close not held"
+        assert server.close_failed()
+        read_output()
     for index, event in enumerate(events):
         assert isinstance(event, (MessageReceived, PongReceived, CloseReceived, Failed)), event
         if isinstance(event, MessageReceived) and max_message_size is not None:

@@ -233,8 +233,11 @@ def encode(message: Message, compressor: zlib._Compress) -> bytes:
     return out
 
 
+Stream = tuple[bool, list[Message], str | None, list[int]]
+
+
 @st.composite
-def streams(draw: st.DrawFn) -> tuple[bool, list[Message], str | None, list[int]]:
+def streams(draw: st.DrawFn) -> Stream:
     deflate = draw(st.booleans())
     sent = draw(st.lists(messages(deflate), max_size=5))
     ending = draw(st.one_of(st.none(), st.just("close"), st.sampled_from(sorted(VIOLATIONS))))
@@ -243,10 +246,8 @@ def streams(draw: st.DrawFn) -> tuple[bool, list[Message], str | None, list[int]
 
 
 @PROPERTY
-@given(streams())
-def test_generated_streams_get_their_answer(
-    stream: tuple[bool, list[Message], str | None, list[int]],
-) -> None:
+@given(streams(), st.booleans())
+def test_generated_streams_get_their_answer(stream: Stream, hold: bool) -> None:
     """Messages arrive whole and in order, pings are answered, pongs reported, however
     the bytes are cut; a violation at the end gets its close code after them."""
     deflate, sent, ending, sizes = stream
@@ -256,7 +257,9 @@ def test_generated_streams_get_their_answer(
         data += frame(CLOSE, close_payload(1000, b"bye"))
     elif ending is not None:
         data += violation_bytes(ending)
-    events, read = check_stream(pieces(data, sizes), max_message_size=MAX_SIZE, deflate=deflate)
+    events, read = check_stream(
+        pieces(data, sizes), max_message_size=MAX_SIZE, deflate=deflate, hold=hold
+    )
     received = [e.data for e in events if isinstance(e, MessageReceived)]
     assert received == [m.data for m in sent]
     controls = [c for m in sent for cs in m.controls for c in cs]
@@ -278,10 +281,13 @@ def test_generated_streams_get_their_answer(
     deflate=st.booleans(),
     data=st.binary(max_size=2000),
     sizes=st.lists(st.integers(1, 300), min_size=1, max_size=5),
+    hold=st.booleans(),
 )
-def test_arbitrary_bytes_after_handshake(deflate: bool, data: bytes, sizes: list[int]) -> None:
+def test_arbitrary_bytes_after_handshake(
+    deflate: bool, data: bytes, sizes: list[int], hold: bool
+) -> None:
     """Any bytes after the handshake get allowed events and bounded memory."""
-    check_stream(pieces(data, sizes), max_message_size=512, deflate=deflate)
+    check_stream(pieces(data, sizes), max_message_size=512, deflate=deflate, hold=hold)
 
 
 @PROPERTY

@@ -24,6 +24,7 @@ from wsproto.events import (
 from wsproto.extensions import PerMessageDeflate
 
 from wsgiws.protocol import (
+    CloseReceived,
     DeclaredSize,
     Failed,
     HandshakeRequest,
@@ -373,3 +374,72 @@ def test_close_between_compressed_fragments_is_answered() -> None:
     server.receive_data(frame(CLOSE, close_payload(1000)))
     assert server.state is State.CLOSED
     assert close_code(server, client) == 1000
+
+
+# -- point 1: the close frame of a violation held back for the answers before it ------
+
+
+def assert_open(server: ServerProtocol) -> None:
+    # A function, so that the type checker does not narrow server.state for good.
+    assert server.state is State.OPEN
+
+
+def open_holding_pair() -> tuple[ServerProtocol, WSConnection]:
+    server = ServerProtocol(max_message_size=100, hold_failure_close=True)
+    client = WSConnection(ConnectionType.CLIENT)
+    server.receive_data(client.send(Request(host="h", target="/")))
+    server.accept()
+    client_events(client, server.data_to_send())
+    return server, client
+
+
+@pytest.mark.parametrize(
+    ("violation", "code"),
+    [
+        (frame(0x3, b"x"), 1002),
+        (frame(TEXT, b"\xff"), 1007),
+        (frame(BINARY, b"", length=101), 1009),
+        (frame(CLOSE, close_payload(1005)), 1002),
+    ],
+)
+def test_held_failure_close(violation: bytes, code: int) -> None:
+    """With hold_failure_close, a violation holds the close frame back: the answers
+    to earlier messages go first, nothing after the violation is read."""
+    server, client = open_holding_pair()
+    events = server.receive_data(frame(TEXT, b"a") + violation + frame(TEXT, b"late"))
+    assert events[0] == MessageReceived("a")
+    assert isinstance(events[1], Failed) and events[1].code == code
+    assert len(events) == 2
+    assert server.data_to_send() == b""
+    assert server.failure_pending
+    assert_open(server)
+    assert server.receive_data(frame(TEXT, b"later")) == []
+    server.send_message("answer to a")
+    assert server.close_failed()
+    out = client_events(client, server.data_to_send())
+    assert [type(e).__name__ for e in out] == ["TextMessage", "CloseConnection"]
+    assert isinstance(out[1], CloseConnection) and out[1].code == code
+    assert server.state is State.CLOSED and not server.failure_pending
+    assert not server.close_failed()
+    assert server.data_to_send() == b""
+
+
+def test_held_failure_after_server_close() -> None:
+    """A close started meanwhile (a handler's) stands: no second close frame."""
+    server, client = open_holding_pair()
+    server.receive_data(frame(0x3, b"x"))
+    server.close(1001, "going away")
+    assert server.close_failed()
+    out = client_events(client, server.data_to_send())
+    assert [e.code for e in out if isinstance(e, CloseConnection)] == [1001]
+    assert server.state is State.CLOSED
+
+
+def test_held_failure_only_when_open() -> None:
+    """A violation after the server's own close frame needs no held close."""
+    server, _ = open_holding_pair()
+    server.close()
+    server.data_to_send()
+    [ended] = server.receive_data(frame(0x3, b"x"))
+    assert isinstance(ended, (Failed, CloseReceived)) and ended.code == 1002
+    assert server.state is State.CLOSED and not server.failure_pending

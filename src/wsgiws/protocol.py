@@ -161,6 +161,11 @@ class Failed:
     During the handshake an HTTP error response is queued (``status`` is set); after
     it a close frame with ``code`` is queued. Either way the connection is
     :attr:`State.CLOSED`: write what is queued, then close the transport.
+
+    With ``hold_failure_close``, a failure of an open connection holds its close
+    frame back instead (:attr:`ServerProtocol.failure_pending`): the state stays
+    OPEN for sending, no more input is read, and :meth:`ServerProtocol.close_failed`
+    queues the close frame once the messages before the violation were handled.
     """
 
     code: int
@@ -402,6 +407,9 @@ class ServerProtocol:
         max_message_size: largest message accepted, in bytes; ``None`` for no limit.
             A larger one fails the connection with 1009.
         max_request_size: largest opening-handshake request head, in bytes.
+        hold_failure_close: on a protocol violation of the peer, hold the close frame
+            back until :meth:`close_failed`, so that the answers to the messages
+            received before the violation can go out first (see :class:`Failed`).
     """
 
     def __init__(
@@ -409,8 +417,12 @@ class ServerProtocol:
         *,
         max_message_size: int | None = None,
         max_request_size: int = MAX_REQUEST_SIZE,
+        hold_failure_close: bool = False,
     ) -> None:
         self.max_message_size = max_message_size
+        self.hold_failure_close = hold_failure_close
+        # The close frame (code, reason) held back after a violation of the peer.
+        self._held_close: tuple[int, str] | None = None
         self.max_request_size = max_request_size
         #: The negotiated server window size when permessage-deflate is on, else None.
         self.deflate_bits: int | None = None
@@ -464,8 +476,8 @@ class ServerProtocol:
         """Feed bytes received from the peer; return the events they complete."""
         if self.state is State.CONNECTING:
             return self._receive_handshake(data)
-        if self.state is State.CLOSED:
-            return []  # late bytes after the close: discarded
+        if self.state is State.CLOSED or self._held_close is not None:
+            return []  # late bytes after the close or a violation: discarded
         if self._declared is not None:
             end = self._declared.feed(data)
             if end is not None:
@@ -474,7 +486,7 @@ class ServerProtocol:
                 # none of its payload is read.
                 self._ws.receive_data(data[:end])
                 events = self._frame_events()
-                if not self._is_closed():
+                if not self._is_closed() and self._held_close is None:
                     total = self._declared.total
                     events.append(
                         self._fail(
@@ -670,10 +682,34 @@ class ServerProtocol:
         return self.state is State.CLOSED
 
     def _fail(self, code: int, reason: str) -> Failed:
+        if self.hold_failure_close and self.state is State.OPEN:
+            self._held_close = (code, reason)
+            return Failed(code, reason)
         if self._ws.state is ConnectionState.OPEN:
             self._out.append(self._ws.send(CloseConnection(code=code, reason=reason[:120])))
         self._closed()
         return Failed(code, reason)
+
+    @property
+    def failure_pending(self) -> bool:
+        """True from a violation of the peer until :meth:`close_failed` (held close)."""
+        return self._held_close is not None and self.state is not State.CLOSED
+
+    def close_failed(self) -> bool:
+        """Queue the close frame held back after a violation; the state becomes CLOSED.
+
+        Returns False, doing nothing, when no close is held (or it was queued
+        already). If the server started a closing handshake meanwhile, its close
+        frame stands and none is added.
+        """
+        if not self.failure_pending:
+            return False
+        assert self._held_close is not None
+        code, reason = self._held_close
+        if self._ws.state is ConnectionState.OPEN:
+            self._out.append(self._ws.send(CloseConnection(code=code, reason=reason[:120])))
+        self._closed()
+        return True
 
     # -- commands ------------------------------------------------------------------
 

@@ -478,14 +478,23 @@ class Server:
         if CHECK_THREADS:
             self.loop.check_thread()
         self._release_listeners()
+        # One connection's failure must not keep the others from their 1001.
         for session in self._open_sessions():
-            session.transport.shutdown(CloseReason.GOING_AWAY, "server shutting down")
+            try:
+                session.transport.shutdown(CloseReason.GOING_AWAY, "server shutting down")
+            except Exception:
+                session.log.error("error while closing for shutdown", exc_info=True)
+                with contextlib.suppress(Exception):
+                    session.transport.abort(CloseReason.GOING_AWAY, "server shutting down")
 
     def _abort_all(self) -> None:
         if CHECK_THREADS:
             self.loop.check_thread()
         for session in self._open_sessions():
-            session.transport.abort(CloseReason.GOING_AWAY, "server shutting down")
+            try:
+                session.transport.abort(CloseReason.GOING_AWAY, "server shutting down")
+            except Exception:
+                session.log.error("error while dropping for shutdown", exc_info=True)
 
     def _release_listeners(self) -> None:
         if self._listeners and self._listeners[0].fileno() >= 0:

@@ -221,7 +221,10 @@ class Session:
         if found is None:
             self._refuse(HTTPStatus.NOT_FOUND, f"no WebSocket endpoint at {request.path}")
             return
-        if not self._options.origin_allowed(request.header("origin"), request.header("host")):
+        # A callable is user code: it runs on the worker, before on_connect.
+        if not callable(self._options.origins) and not self._options.origin_allowed(
+            request.header("origin"), request.header("host")
+        ):
             self._refuse(HTTPStatus.FORBIDDEN, "origin not allowed")
             return
         chain, match = found
@@ -252,6 +255,10 @@ class Session:
                 self.transport.pause_reading()
         self._executor.submit(functools.partial(self._run_messages, messages))
 
+    def input_failed(self) -> None:
+        """After the messages already queued, let the transport send the close."""
+        self._executor.submit(self.transport.close_failed)
+
     def input_finished(self) -> None:
         """Submit ``on_close`` (or, for a refused handshake, end the lifecycle)."""
         if self.transport.accepted:
@@ -280,9 +287,30 @@ class Session:
         with context():
             run(*args)
 
+    def _origin_refused(self, websocket: WebSocket) -> bool:
+        """Run an ``origins`` callable (worker thread); refuse and return True if it
+        says no (403) or raises (500, logged with the traceback)."""
+        if not callable(self._options.origins):
+            return False
+        headers = websocket.headers
+        try:
+            allowed = self._options.origin_allowed(headers.get("origin"), headers.get("host"))
+        except Exception:
+            self._handler_log.error("error in the origins callable", exc_info=True)
+            self.transport.reject(
+                HTTPStatus.INTERNAL_SERVER_ERROR, "internal server error (see the server log)"
+            )
+            return True
+        if not allowed:
+            self._refuse(HTTPStatus.FORBIDDEN, "origin not allowed")
+            return True
+        return False
+
     def _run_connect(self) -> None:
         websocket, chain = self.websocket, self._chain
         assert websocket is not None and chain is not None
+        if self._origin_refused(websocket):
+            return
         try:
             self._in_context(chain.run_connect, websocket, websocket.path)
         except Reject as exc:

@@ -95,6 +95,11 @@ class TransportUser(Protocol):
     def messages_received(self, messages: list[str | bytes]) -> None:
         """Complete messages arrived, in order (all those one read completed)."""
 
+    def input_failed(self) -> None:
+        """The peer broke the protocol after the messages already reported: once
+        those are handled, call :meth:`Transport.close_failed` (which sends the
+        close frame). The transport sends it anyway after ``close_timeout``."""
+
     def input_finished(self) -> None:
         """No message will arrive any more (called once)."""
 
@@ -140,7 +145,9 @@ class Transport:
         self._tls_handshaking = self._tls
         self._tls_want_write = False
         #: The sans-IO protocol: parses, validates, encodes, and owns the state.
-        self.proto = ServerProtocol(max_message_size=options.max_message_size)
+        self.proto = ServerProtocol(
+            max_message_size=options.max_message_size, hold_failure_close=True
+        )
         self._out = bytearray()
         # Set under lock when the loop has been asked to watch writability.
         self._write_requested = False
@@ -172,6 +179,8 @@ class Transport:
         self._timer: TimerHandle | None = None  # handshake, then close or linger
         self._ping_timer: TimerHandle | None = None
         self._pong_timer: TimerHandle | None = None
+        # After a violation: sends the held close frame if the handlers are too slow.
+        self._failure_timer: TimerHandle | None = None
         self._ping_payload = b""
         # Checked once: per-frame DEBUG lines cost nothing when DEBUG is off.
         self.debug = connection_logger.isEnabledFor(logging.DEBUG)
@@ -331,6 +340,16 @@ class Transport:
                     proto.send_encoded(frame)
                 return
         raise ConnectionClosed(self.close_code, self.close_reason)
+
+    def close_failed(self) -> None:
+        """After a violation of the peer: send the close frame held back while the
+        messages received before it were handled, then close. Any thread; does
+        nothing the second time."""
+        with self.lock:
+            if not self.proto.close_failed():
+                return
+            self._write_locked(self.proto.data_to_send())
+        self._loop.run_threadsafe(self._close_after_flush)
 
     def close_threadsafe(self, code: int, reason: str) -> None:
         """Start the closing handshake; no-op if already closing. Any thread.
@@ -556,7 +575,24 @@ class Transport:
         else:
             self.log.warning("closing: %s (code %d)", event.reason, event.code)
         self._set_close(event.code, event.reason)
+        if self.proto.failure_pending:
+            # Strict order: the messages before the violation are being handled and
+            # their answers go out before the close frame. Nothing more is read;
+            # handlers slower than close_timeout do not hold the close back.
+            self._set_reading(False)
+            self._cancel_keepalive()
+            self._failure_timer = self._loop.call_later(
+                self._options.close_timeout or LINGER_TIMEOUT, self._failure_expired
+            )
+            self._user.input_failed()
+            return
         self._close_after_flush()
+
+    def _failure_expired(self) -> None:
+        self._failure_timer = None
+        if self.proto.failure_pending:
+            self.log.info("handlers still busy after close_timeout: sending the close frame")
+            self.close_failed()
 
     def _after_accept(self, events: list[Event]) -> None:
         if CHECK_THREADS:
@@ -619,6 +655,9 @@ class Transport:
     def _close_after_flush(self) -> None:
         if CHECK_THREADS:
             self._loop.check_thread()
+        if self._failure_timer is not None:
+            self._failure_timer.cancel()
+            self._failure_timer = None
         self._close_when_flushed = True
         self._cancel_keepalive()
         if not self._out:
@@ -666,10 +705,10 @@ class Transport:
             self.proto.connection_lost()
         self._loop.remove_socket(self.sock)
         self._reading = False
-        for timer in (self._timer, self._ping_timer, self._pong_timer):
+        for timer in (self._timer, self._ping_timer, self._pong_timer, self._failure_timer):
             if timer is not None:
                 timer.cancel()
-        self._timer = self._ping_timer = self._pong_timer = None
+        self._timer = self._ping_timer = self._pong_timer = self._failure_timer = None
         self.sock.close()
         self._set_close(CloseReason.ABNORMAL_CLOSURE, "connection lost")
         self._finish()
@@ -745,15 +784,23 @@ class Transport:
     def _shutdown(self, code: int, reason: str) -> None:
         if CHECK_THREADS:
             self._loop.check_thread()
-        if self.proto.state is State.OPEN:
-            with self.lock:
+        # The state is read under the lock: a handler may close at the same moment.
+        with self.lock:
+            state = self.proto.state
+            failed = self.proto.close_failed()  # a violation's close frame goes first
+            if failed:
+                self._write_locked(self.proto.data_to_send())
+            elif state is State.OPEN:
                 self.proto.close(code, reason)
                 self._write_locked(self.proto.data_to_send())
+        if failed:
+            self._close_after_flush()
+        elif state is State.OPEN:
             self._set_close(code, reason)
             self._cancel_keepalive()
             self._close_timer()
             self._check_broken()
-        elif self.proto.state is State.CONNECTING or not self.accepted:
+        elif state is State.CONNECTING or not self.accepted:
             self._abort(CloseReason.GOING_AWAY, reason)
 
     def _slow_reader(self) -> None:
