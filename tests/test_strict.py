@@ -384,6 +384,10 @@ def assert_open(server: ServerProtocol) -> None:
     assert server.state is State.OPEN
 
 
+def holding(server: ServerProtocol) -> bool:
+    return server.failure_pending
+
+
 def open_holding_pair() -> tuple[ServerProtocol, WSConnection]:
     server = ServerProtocol(max_message_size=100, hold_failure_close=True)
     client = WSConnection(ConnectionType.CLIENT)
@@ -411,7 +415,7 @@ def test_held_failure_close(violation: bytes, code: int) -> None:
     assert isinstance(events[1], Failed) and events[1].code == code
     assert len(events) == 2
     assert server.data_to_send() == b""
-    assert server.failure_pending
+    assert holding(server)
     assert_open(server)
     assert server.receive_data(frame(TEXT, b"later")) == []
     server.send_message("answer to a")
@@ -419,7 +423,7 @@ def test_held_failure_close(violation: bytes, code: int) -> None:
     out = client_events(client, server.data_to_send())
     assert [type(e).__name__ for e in out] == ["TextMessage", "CloseConnection"]
     assert isinstance(out[1], CloseConnection) and out[1].code == code
-    assert server.state is State.CLOSED and not server.failure_pending
+    assert server.state is State.CLOSED and not holding(server)
     assert not server.close_failed()
     assert server.data_to_send() == b""
 
