@@ -20,6 +20,7 @@ from wsproto.events import (
     RejectConnection,
     RejectData,
     Request,
+    TextMessage,
 )
 from wsproto.extensions import PerMessageDeflate
 
@@ -447,3 +448,142 @@ def test_held_failure_only_when_open() -> None:
     [ended] = server.receive_data(frame(0x3, b"x"))
     assert isinstance(ended, (Failed, CloseReceived)) and ended.code == 1002
     assert server.state is State.CLOSED and not server.failure_pending
+
+
+# -- permessage-deflate offers (RFC 7692 §5, §7; Autobahn section 13) ------------------
+
+
+def offer_answer(offer: str) -> tuple[bytes | None, int | None]:
+    """Accept a handshake with this offer; return the extension header and window."""
+    server = ServerProtocol(max_message_size=1000)
+    server.receive_data(request(b"Sec-WebSocket-Extensions: " + offer.encode()))
+    server.accept(compression=True)
+    out = server.data_to_send()
+    headers = [line for line in out.split(b"\r\n") if line.lower().startswith(b"sec-websocket-ext")]
+    return (headers[0].split(b": ", 1)[1] if headers else None), server.deflate_bits
+
+
+@pytest.mark.parametrize(
+    ("offer", "answer", "bits"),
+    [
+        ("permessage-deflate", b"permessage-deflate; server_no_context_takeover", 15),
+        (
+            "permessage-deflate; client_max_window_bits",
+            b"permessage-deflate; server_no_context_takeover; client_max_window_bits=15",
+            15,
+        ),
+        (
+            "permessage-deflate; server_max_window_bits=9",
+            b"permessage-deflate; server_no_context_takeover; server_max_window_bits=9",
+            9,
+        ),
+        (
+            "permessage-deflate; client_no_context_takeover",
+            b"permessage-deflate; client_no_context_takeover; server_no_context_takeover",
+            15,
+        ),
+        # Declined: unknown parameter, invalid or repeated value, 8 (zlib cannot).
+        ("permessage-deflate; unknown_param", None, None),
+        ("permessage-deflate; client_max_window_bits=abc", None, None),
+        ("permessage-deflate; client_max_window_bits=16", None, None),
+        ('permessage-deflate; client_max_window_bits="10"', None, None),
+        ("permessage-deflate; server_max_window_bits", None, None),
+        ("permessage-deflate; server_max_window_bits=010", None, None),
+        ("permessage-deflate; server_no_context_takeover=1", None, None),
+        ("permessage-deflate; server_max_window_bits=10; server_max_window_bits=11", None, None),
+        ("permessage-deflate; server_max_window_bits=8", None, None),
+        # The first acceptable offer wins; a declined one lets the next be tried.
+        (
+            "permessage-deflate; server_max_window_bits=10, permessage-deflate",
+            b"permessage-deflate; server_no_context_takeover; server_max_window_bits=10",
+            10,
+        ),
+        (
+            "permessage-deflate; x=1, permessage-deflate; client_no_context_takeover",
+            b"permessage-deflate; client_no_context_takeover; server_no_context_takeover",
+            15,
+        ),
+    ],
+)
+def test_deflate_offers(offer: str, answer: bytes | None, bits: int | None) -> None:
+    """Valid offers are accepted with their parameters; invalid ones are declined
+    (the connection goes on uncompressed), never an exception (ValueError before)."""
+    assert offer_answer(offer) == (answer, bits)
+
+
+@pytest.mark.parametrize("bits", range(9, 16))
+def test_deflate_round_trip_per_window(bits: int) -> None:
+    """Compressed messages with each server window size reach a wsproto client."""
+    server = ServerProtocol(max_message_size=100_000)
+    client = WSConnection(ConnectionType.CLIENT)
+    offer = PerMessageDeflate(server_max_window_bits=bits)
+    server.receive_data(client.send(Request(host="h", target="/", extensions=[offer])))
+    server.accept(compression=True)
+    client_events(client, server.data_to_send())
+    assert server.deflate_bits == bits
+    text = "".join(f"{i} bottles of beer " for i in range(2000))
+    server.send_message(text)
+    [message] = client_events(client, server.data_to_send())
+    assert getattr(message, "data", None) == text
+    assert server.receive_data(client.send(TextMessage(data=text))) == [MessageReceived(text)]
+
+
+# -- UTF-8 (Autobahn section 6): valid boundaries, invalid sequences fail fast ------------
+
+VALID_UTF8 = [
+    "\u0000",
+    "\u007f",
+    "\u0080",
+    "\u07ff",
+    "\u0800",
+    "\uffff",
+    "\U00010000",
+    "\U0010ffff",
+    "\ud7ff",
+    "\ue000",
+    "\ufffd",
+    "κόσμε",
+]
+INVALID_UTF8 = [
+    b"\x80",  # lone continuation byte
+    b"\xbf",
+    b"\xc0\xaf",  # overlong "/"
+    b"\xe0\x80\xaf",
+    b"\xf0\x80\x80\xaf",
+    b"\xc1\xbf",  # overlong, two bytes
+    b"\xed\xa0\x80",  # a UTF-16 surrogate
+    b"\xed\xbf\xbf",
+    b"\xf4\x90\x80\x80",  # above U+10FFFF
+    b"\xf5",
+    b"\xfe",
+    b"\xff",
+    b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80edited",
+]
+
+
+@pytest.mark.parametrize("text", VALID_UTF8, ids=range(len(VALID_UTF8)))
+def test_valid_utf8_byte_by_byte(text: str) -> None:
+    """Boundary characters arrive whole, fragmented one byte per frame."""
+    server, _ = open_pair(max_message_size=1000)
+    data = text.encode()
+    frames = [
+        frame(TEXT if i == 0 else CONT, data[i : i + 1], fin=i == len(data) - 1)
+        for i in range(len(data))
+    ]
+    events = [e for f in frames for e in server.receive_data(f)]
+    assert events == [MessageReceived(text)]
+
+
+@pytest.mark.parametrize("data", INVALID_UTF8, ids=range(len(INVALID_UTF8)))
+def test_invalid_utf8_fails_fast(data: bytes) -> None:
+    """An invalid sequence closes with 1007 as soon as its bytes are in, even in the
+    middle of a frame whose end has not arrived (fail fast)."""
+    server, client = open_pair(max_message_size=1000)
+    valid = b"ok "
+    whole = frame(TEXT, valid + data + b" and more that never comes" * 3)
+    # Up to the end of the invalid sequence: header (2), mask (4), then the payload.
+    cut = 6 + len(valid) + len(data)
+    events = server.receive_data(whole[:cut])
+    assert [type(e) for e in events] == [Failed]
+    assert isinstance(events[0], Failed) and events[0].code == 1007
+    assert close_code(server, client) == 1007

@@ -37,6 +37,41 @@ from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opc
 
 __all__ = ["PRIVATE_ATTRIBUTES", "BoundedDeflate"]
 
+#: The parameters a client may put in a permessage-deflate offer (RFC 7692 §7).
+OFFER_PARAMETERS: Final = (
+    "server_no_context_takeover",
+    "client_no_context_takeover",
+    "server_max_window_bits",
+    "client_max_window_bits",
+)
+
+
+def valid_offer(offer: str) -> bool:
+    """Tell whether a permessage-deflate offer may be accepted (RFC 7692 §7).
+
+    Every parameter must be one of :data:`OFFER_PARAMETERS`, at most once; the
+    ``*_no_context_takeover`` ones take no value, ``server_max_window_bits`` takes
+    a window size from 8 to 15 and ``client_max_window_bits`` takes one or none
+    (a quoted value, which §7.1 allows, is declined: wsproto cannot parse it).
+    wsproto accepts unknown parameters and raises for a window size that is not a
+    number; an offer that fails here is declined instead (§5: a server MUST
+    decline an offer with an unknown parameter or an invalid value).
+    """
+    seen: set[str] = set()
+    for param in offer.split(";")[1:]:
+        name, eq, value = (part.strip() for part in param.partition("="))
+        if name not in OFFER_PARAMETERS or name in seen:
+            return False
+        seen.add(name)
+        if name.endswith("no_context_takeover"):
+            if eq:
+                return False
+        elif eq or name == "server_max_window_bits":
+            if not (value.isdigit() and value[0] != "0" and 8 <= int(value) <= 15):
+                return False
+    return True
+
+
 #: The private attributes of ``PerMessageDeflate`` that :class:`BoundedDeflate` uses.
 PRIVATE_ATTRIBUTES: Final = ("_decompressor", "_inbound_compressed", "_inbound_is_compressible")
 
@@ -77,6 +112,13 @@ class BoundedDeflate(PerMessageDeflate):
     def _in_control_frame(proto: FrameDecoder | FrameProtocol) -> bool:
         header = getattr(proto, "header", None)
         return header is not None and header.opcode.iscontrol()
+
+    def accept(self, offer: str) -> bool | None | str:
+        # wsproto asks every offer in turn and lets a later one override what an
+        # earlier one set: the first acceptable offer wins (RFC 7692 §5.1).
+        if self.enabled() or not valid_offer(offer):
+            return None
+        return super().accept(offer)
 
     def _inflate(self, data: bytes) -> bytes | CloseReason:
         assert self._decompressor is not None
