@@ -113,7 +113,7 @@ class BoundedDeflate(PerMessageDeflate):
         header = getattr(proto, "header", None)
         return header is not None and header.opcode.iscontrol()
 
-    def accept(self, offer: str) -> bool | None | str:
+    def accept(self, offer: str) -> bool | str | None:
         # wsproto asks every offer in turn and lets a later one override what an
         # earlier one set: the first acceptable offer wins (RFC 7692 §5.1).
         if self.enabled() or not valid_offer(offer):
