@@ -63,12 +63,12 @@ def valid_offer(offer: str) -> bool:
         if name not in OFFER_PARAMETERS or name in seen:
             return False
         seen.add(name)
+        window = value.isdigit() and value[0] != "0" and 8 <= int(value) <= 15
         if name.endswith("no_context_takeover"):
             if eq:
                 return False
-        elif eq or name == "server_max_window_bits":
-            if not (value.isdigit() and value[0] != "0" and 8 <= int(value) <= 15):
-                return False
+        elif (eq or name == "server_max_window_bits") and not window:
+            return False
     return True
 
 
