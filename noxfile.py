@@ -235,6 +235,82 @@ def fuzz(session: nox.Session) -> None:
     )
 
 
+#: Autobahn|Testsuite's fuzzing client and the Python 2.7 releases it runs with (its
+#: package declares no dependencies; these are the last that work together).
+AUTOBAHN_PY2 = [
+    "autobahntestsuite==25.10.1",
+    "autobahn[twisted]==0.10.9",
+    "txaio==2.0.4",
+    "Twisted==20.3.0",
+    "zope.interface==4.7.2",
+    "Jinja2==2.11.3",
+    "MarkupSafe==1.1.1",
+    "klein==17.10.0",
+    "Werkzeug==0.16.1",
+    "pyOpenSSL==19.1.0",
+    "service_identity==18.1.0",
+    "treq==20.9.0",
+    "unittest2==1.1.0",
+    "six==1.17.0",
+]
+
+
+def _python2() -> str | None:
+    """A Python 2.7 interpreter: ``$PYTHON2``, ``python2.7`` on the PATH, or pyenv's."""
+    candidates = [os.environ.get("PYTHON2"), shutil.which("python2.7")]
+    candidates += sorted(str(p) for p in Path.home().glob(".pyenv/versions/2.7*/bin/python2.7"))
+    for exe in filter(None, candidates):
+        try:
+            done = subprocess.run(
+                [exe, "-c", "import sys; assert sys.version_info[:2] == (2, 7)"],
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0:
+            return exe
+    return None
+
+
+@nox.session
+def autobahn(session: nox.Session) -> None:
+    """Run Autobahn|Testsuite's fuzzing client (Python 2.7) against an echo server;
+    fail on any FAILED or NON-STRICT case. ``-- --all`` adds the slowest cases."""
+    python2 = _python2()
+    if python2 is None:
+        session.error(
+            "Autobahn|Testsuite's fuzzing client is Python 2.7 code: install Python 2.7 "
+            "(pyenv install 2.7.18) or point $PYTHON2 at one"
+        )
+    install(session, "-e", ".")
+    libdir = Path(session.virtualenv.location) / "py2lib"
+    stamp = libdir / ".installed"
+    if not stamp.exists() or stamp.read_text() != "\n".join(AUTOBAHN_PY2):
+        shutil.rmtree(libdir, ignore_errors=True)
+        session.run(
+            python2,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--target",
+            str(libdir),
+            *AUTOBAHN_PY2,
+            external=True,
+        )
+        # zope.interface's namespace package lacks its __init__ under --target.
+        (libdir / "zope" / "__init__.py").write_text(
+            "__path__ = __import__('pkgutil').extend_path(__path__, __name__)\n"
+        )
+        stamp.write_text("\n".join(AUTOBAHN_PY2))
+    reports = ROOT / "test-artifacts" / "autobahn"
+    session.run(
+        "python", "tests/autobahn/run.py", python2, str(libdir), str(reports), *session.posargs
+    )
+
+
 @nox.session
 def lock(session: nox.Session) -> None:
     """Refresh ``requirements/constraints.txt``: the newest versions that fit
