@@ -207,7 +207,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         quick={
             "scenario": "handshake",
             "parallel": 32,
-            "count": 200,
+            "count": 100,
             "warmup": 32,
             "duration": 1,
         },
@@ -230,7 +230,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         },
         quick={
             "scenario": "idle",
-            "connections": 200,
+            "connections": 100,
             "size": 64,
             "warmup": 8,
             "connect-batch": 32,
@@ -933,6 +933,8 @@ def cell(r: Result | None, sc: Scenario) -> str:
     if r is None:
         return ""
     if not r.ok:
+        if r.skipped and r.reason.startswith("runs only"):
+            return "-"
         return "skipped" if r.skipped else "failed"
     digits = 1 if sc.unit in ("MB/s", "KiB/conn") else 0
     return fmt_num(r.metric(sc), digits) + ("" if r.valid else "†")
@@ -963,7 +965,8 @@ def markdown_report(
     wsgiws = meta.get("wsgiws") or {}
     if wsgiws:
         out.append(
-            f"- wsgiws {wsgiws.get('version')} ({meta.get('wsgiws_source')}); masking:"
+            f"- wsgiws {wsgiws.get('version')} ({meta.get('wsgiws_source')}:"
+            f" {wsgiws.get('file')}); masking:"
             f" {wsgiws.get('implementation')}; inline mode:"
             f" {wsgiws.get('inline') or 'none (' + str(wsgiws.get('inline_reason')) + ')'}"
         )
