@@ -34,13 +34,19 @@ UV = "uv==0.13.9"
 #: The suite's coverage floor, checked on full runs only (a ``-k`` run covers less).
 COVERAGE_FLOOR = 92
 
-#: Debian packages the test suite runs for real: Redis for the group fan-out tests,
-#: nginx for the reverse-proxy tests, Chromium for the browser tests. Installed when
-#: missing and possible (root with apt-get); otherwise those tests skip and say why.
+#: Debian packages the test suite runs for real, by a program (or file) each installs:
+#: Redis for the group fan-out tests, nginx for the reverse-proxy tests, Chromium for
+#: the browser tests, Apache with mod_wsgi and Debian's uWSGI (Python threads off) for
+#: the server matrix, a C compiler to build uWSGI from PyPI. Installed when missing
+#: and possible (root with apt-get); otherwise those tests skip and say why.
 DEBIAN_PACKAGES = {
     "redis-server": "redis-server",
     "nginx": "nginx",
     "chromium": "chromium",
+    "apache2": "apache2",
+    "/usr/lib/apache2/modules/mod_wsgi.so": "libapache2-mod-wsgi-py3",
+    "uwsgi_python3": "uwsgi-plugin-python3",
+    "gcc": "build-essential",
 }
 
 
@@ -107,7 +113,8 @@ def ensure_debian_packages(session: nox.Session) -> None:
     missing = [
         pkg
         for tool, pkg in DEBIAN_PACKAGES.items()
-        if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}")
+        if not (os.path.exists(tool) if os.path.isabs(tool) else shutil.which(tool))
+        and not os.path.exists(f"/usr/sbin/{tool}")
     ]
     if not missing:
         return
@@ -143,6 +150,7 @@ def run_tests(session: nox.Session, *, floor: int | None) -> None:
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """Run the test suite with coverage on one interpreter, from the pinned versions."""
+    ensure_debian_packages(session)  # first: building uWSGI needs a C compiler
     install(session, "-e", ".[django,redis]", *groups("test"))
     run_tests(session, floor=COVERAGE_FLOOR)
 
@@ -160,6 +168,7 @@ def tests_latest(session: nox.Session) -> None:
     A failure here that ``tests`` does not show is the next release that breaks the
     suite or the library: fix it, then refresh the pins with ``nox -s lock``.
     """
+    ensure_debian_packages(session)
     install(session, "--upgrade", "-e", ".[django,redis]", *groups("test"), pinned=False)
     run_tests(session, floor=None)
 

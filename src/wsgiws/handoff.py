@@ -12,8 +12,11 @@ instead, while the server goes on as if it had answered a normal request.
    ``gunicorn.socket`` (gunicorn), ``werkzeug.socket`` (werkzeug's dev server, i.e.
    ``flask run``), and for servers built on :mod:`socketserver` the raw socket under
    the buffered ``wsgi.input`` (:mod:`wsgiref`, Django's ``runserver`` whose
-   ``LimitedStream`` wraps it, gevent's ``pywsgi`` for upgrade requests). waitress
-   and mod_wsgi expose no socket at all.
+   ``LimitedStream`` wraps it, gevent's ``pywsgi`` for upgrade requests). uWSGI gives
+   the descriptor of the request's connection through ``uwsgi.connection_fd()``:
+   with ``--http-socket`` it is the client's, and behind uWSGI's HTTP router with
+   ``--http-websockets`` it is the router's, which passes the bytes of an upgraded
+   connection through untouched. waitress and mod_wsgi expose no socket at all.
 2. **Duplicate it** (``os.dup``): the loop gets a socket object of its own on the
    same connection.
 3. **Point the server's descriptor at a dead socket** (``os.dup2``): one end of a
@@ -31,8 +34,9 @@ instead, while the server goes on as if it had answered a normal request.
 
 Where step 3 is impossible (Windows has no ``dup2`` for sockets) the socket is still
 duplicated but the request thread *parks* until the WebSocket closes; where step 1
-is impossible (waitress, mod_wsgi, TLS terminated by the WSGI server itself) the
-caller answers the upgrade with an HTTP error that names the separate-port mode.
+is impossible (waitress, mod_wsgi, TLS terminated by the WSGI server itself, uWSGI's
+HTTP router without ``--http-websockets``) the caller answers the upgrade with an
+HTTP error that names the server and the fix: an option, or the separate-port mode.
 """
 
 from __future__ import annotations
@@ -63,6 +67,9 @@ class Found:
     buffer: Any
     #: A short name of the server, for logs and error messages.
     server: str
+    #: The server's descriptor when ``sock`` is a duplicate of it rather than the
+    #: server's own socket object (uWSGI gives a bare descriptor).
+    fd: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -80,6 +87,10 @@ class Handoff:
     redirected: bool
     #: A short name of the server.
     server: str
+    #: The live end of the stand-in socket, for a server that logs writes failing
+    #: with ``EPIPE`` as errors (uWSGI): the caller reads and drops what arrives
+    #: there until the server closes its descriptor, then closes it.
+    sink: socket.socket | None = None
 
 
 def can_redirect() -> bool:
@@ -97,8 +108,49 @@ def _raw_socket(stream: Any) -> socket.socket | None:
     return None
 
 
+def _uwsgi_refusal(environ: dict[str, Any], uwsgi: Any) -> str | None:
+    """Why a uWSGI connection cannot carry a WebSocket, with the fix; None if it can."""
+    options = uwsgi.opt
+    if environ.get("UWSGI_ROUTER"):
+        router_here = options.get("http") is not None or options.get("https") is not None
+        if router_here and not options.get("http-websockets"):
+            return (
+                "uWSGI's HTTP router (--http) closes upgraded connections unless it runs "
+                "with --http-websockets: add --http-websockets"
+            )
+    elif environ.get("HTTPS") == "on" and options.get("https-socket") is not None:
+        return (
+            "uWSGI terminates TLS itself (--https-socket): serve --http-socket behind a "
+            "TLS-terminating proxy, or use --https with --http-websockets"
+        )
+    return None
+
+
+def _find_uwsgi_socket(environ: dict[str, Any]) -> Found | None:
+    uwsgi = sys.modules.get("uwsgi")
+    connection_fd = getattr(uwsgi, "connection_fd", None)
+    if not callable(connection_fd):
+        return None
+    why = _uwsgi_refusal(environ, uwsgi)
+    if why is not None:
+        raise HandoffUnavailable(why)
+    fd = int(connection_fd())
+    if fd < 0:
+        return None
+    # A duplicate: a socket object over uWSGI's own descriptor would close it when
+    # collected. It becomes the loop's socket in take_over.
+    return Found(socket.socket(fileno=os.dup(fd)), None, "uWSGI", fd=fd)
+
+
 def find_socket(environ: dict[str, Any]) -> Found | None:
-    """Return where the server keeps this request's client socket, if anywhere."""
+    """Return where the server keeps this request's client socket, if anywhere.
+
+    Raises:
+        HandoffUnavailable: the server is known, but this connection cannot be
+            taken (the message names the server and the fix).
+    """
+    if "uwsgi.version" in environ:
+        return _find_uwsgi_socket(environ)
     stream = environ.get("wsgi.input")
     sock = environ.get("gunicorn.socket")
     if sock is not None:
@@ -170,6 +222,31 @@ def _dead_socket_over(fd: int) -> None:
         dead.close()
 
 
+def _sink_over(fd: int) -> socket.socket:
+    """Point descriptor ``fd`` at a socket whose peer reads and discards (uWSGI).
+
+    Like :func:`_dead_socket_over`, except that the server's writes succeed (into
+    the returned peer's receive buffer, far larger than a response head) instead of
+    failing with ``EPIPE``, which uWSGI logs as an error for every hand-off. Reads
+    still see end-of-file: the peer has shut its sending side.
+    """
+    stand_in, sink = socket.socketpair()
+    try:
+        sink.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(OSError):
+            import fcntl
+
+            nonblocking = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK
+            stand_in.setblocking(not nonblocking)
+        os.dup2(stand_in.fileno(), fd)
+    except BaseException:
+        sink.close()
+        raise
+    finally:
+        stand_in.close()
+    return sink
+
+
 def take_over(environ: dict[str, Any], *, park: bool = False) -> Handoff:
     """Take the client connection of this request away from the WSGI server.
 
@@ -186,25 +263,36 @@ def take_over(environ: dict[str, Any], *, park: bool = False) -> Handoff:
         raise HandoffUnavailable(f"{software} does not expose the client socket")
     if _is_tls(found.sock):
         raise HandoffUnavailable(f"{found.server} terminates TLS itself")
-    fd = found.sock.fileno()
+    fd = found.sock.fileno() if found.fd is None else found.fd
     if fd < 0:
         raise HandoffUnavailable(f"{found.server} closed the client socket")
+    from_environ = (str(environ.get("REMOTE_ADDR", "")), int(environ.get("REMOTE_PORT") or 0))
     try:
         remote = found.sock.getpeername()
         remote_addr = (str(remote[0]), int(remote[1]))
     except (OSError, IndexError, TypeError, ValueError):
-        remote_addr = (str(environ.get("REMOTE_ADDR", "")), int(environ.get("REMOTE_PORT") or 0))
+        remote_addr = from_environ
+    if environ.get("UWSGI_ROUTER") and from_environ[0]:
+        remote_addr = from_environ  # behind uWSGI's router, the peer is the router
     redirect = not park and can_redirect()
-    # os.dup on POSIX; socket.dup where descriptors are not plain numbers (Windows
-    # socket handles), detached so that the loop gets a standard socket object.
-    duplicate = os.dup(fd) if redirect else found.sock.dup().detach()
-    mine = socket.socket(found.sock.family, found.sock.type, fileno=duplicate)
+    if found.fd is not None:
+        mine = found.sock  # already a duplicate of the server's descriptor
+    else:
+        # os.dup on POSIX; socket.dup where descriptors are not plain numbers (Windows
+        # socket handles), detached so that the loop gets a standard socket object.
+        duplicate = os.dup(fd) if redirect else found.sock.dup().detach()
+        mine = socket.socket(found.sock.family, found.sock.type, fileno=duplicate)
     if not redirect:
         # The server still reads its own socket; bytes it buffered stay with it.
         return Handoff(mine, b"", remote_addr, False, found.server)
+    sink = None
     try:
-        _dead_socket_over(fd)
+        if found.server == "uWSGI":
+            sink = _sink_over(fd)
+        else:
+            _dead_socket_over(fd)
     except OSError:
         mine.close()
         raise
-    return Handoff(mine, _take_buffered(found.buffer), remote_addr, True, found.server)
+    initial = _take_buffered(found.buffer)
+    return Handoff(mine, initial, remote_addr, True, found.server, sink)

@@ -182,6 +182,10 @@ class WebSocketMiddleware:
             return self._unavailable(
                 start_response, "the server is out of resources", HTTPStatus.SERVICE_UNAVAILABLE
             )
+        if taken.sink is not None:
+            # What the server writes after this call lands there (uWSGI writes the
+            # response head after the iterable's close()): the loop drops it.
+            self.server.discard_threadsafe(taken.sink)
         closed = None if taken.redirected else threading.Event()
         ws_environ = {k: v for k, v in environ.items() if k not in _SERVER_ONLY_KEYS}
         ws_environ["wsgi.input"] = io.BytesIO(b"")
@@ -199,6 +203,8 @@ class WebSocketMiddleware:
             # The server was closed (process shutting down): nothing can serve it.
             if not taken.redirected:
                 return self._unavailable(start_response, "the WebSocket server is closed")
+            if taken.sink is not None:
+                taken.sink.close()
             start_response(HANDED_OFF_STATUS, [])
             return []
         if closed is not None:

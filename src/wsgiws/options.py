@@ -103,7 +103,10 @@ class Options:
     # Threads and sockets
     workers: int = DEFAULT_WORKERS
     backlog: int = 128
-    reuse_port: bool = False
+    #: ``SO_REUSEPORT`` on the listening socket. ``None``: on where several processes
+    #: of a prefork server import the application and bind the port each (gunicorn
+    #: workers, uWSGI ``--lazy-apps``, mod_wsgi), off elsewhere.
+    reuse_port: bool | None = None
     #: After ``os.fork()``, a running server restarts its loop in the child
     #: (``"restart"``) or stays stopped there (``"stop"``).
     on_fork: OnFork = "restart"
@@ -130,8 +133,8 @@ class Options:
             "backlog",
         ):
             _positive_int(name, getattr(self, name))
-        if not isinstance(self.reuse_port, bool):
-            raise ValueError(f"reuse_port must be a bool, got {self.reuse_port!r}")
+        if self.reuse_port is not None and not isinstance(self.reuse_port, bool):
+            raise ValueError(f"reuse_port must be a bool or None, got {self.reuse_port!r}")
         if self.compression not in ("deflate", None):
             raise ValueError(f"compression must be 'deflate' or None, got {self.compression!r}")
         if self.on_fork not in ("restart", "stop"):

@@ -27,7 +27,7 @@ from typing import Any
 from wsproto.frame_protocol import CloseReason
 
 from . import groups as _groups
-from . import lifecycle
+from . import hosting, lifecycle
 from .exceptions import InvalidState
 from .log import server_logger as logger
 from .loop import CHECK_THREADS, SelectorLoop
@@ -46,6 +46,9 @@ class ServerState(enum.Enum):
     NEW = "new"
     STARTING = "starting"
     RUNNING = "running"
+    #: Bound in the master process of a prefork server; each worker starts the
+    #: loop after the fork (see :mod:`wsgiws.hosting`).
+    STANDBY = "standby"
     CLOSING = "closing"
     CLOSED = "closed"
 
@@ -59,6 +62,9 @@ ACCEPT_BACKOFF = 0.5
 
 # Every server not yet closed, for the exit and fork hooks.
 _servers: weakref.WeakSet[Server] = weakref.WeakSet()
+# Serialises restarting loops in a process forked without Python's fork hooks, where
+# the first request threads may find the loop missing at the same time.
+_fork_lock = threading.Lock()
 
 
 class Server:
@@ -97,6 +103,14 @@ class Server:
     interpreter exit: every client receives close code 1001 and the port is free at
     once. After ``os.fork()`` a running server restarts its loop in the child (with
     ``on_fork="restart"``, the default) or stays stopped there (``"stop"``).
+
+    Started in the master process of a prefork server (uWSGI without
+    ``--lazy-apps``, gunicorn ``--preload``), the server only binds its port there
+    and runs no thread (:attr:`ServerState.STANDBY`): each worker starts its own loop
+    after the fork and accepts from the shared listener, and the master never serves
+    a connection. Where Python threads cannot run (uWSGI without
+    ``--enable-threads``), :meth:`start` raises :exc:`RuntimeError` naming the
+    option. See :mod:`wsgiws.hosting`.
     """
 
     def __init__(
@@ -136,6 +150,10 @@ class Server:
         # (mapped to the event to set once it is closed, for a parked request thread).
         self._adopting: dict[socket.socket, threading.Event | None] = {}
         self._thread: threading.Thread | None = None
+        # The process whose loop thread this server has (or will have, in standby).
+        self._pid: int | None = None
+        # Under _lock: stand-ins' sinks read until the WSGI server closes its end.
+        self._sinks: set[socket.socket] = set()
         self._loop_done = threading.Event()
         # Created by start(): a server that never starts holds no descriptors.
         self._loop: SelectorLoop | None = None
@@ -207,17 +225,33 @@ class Server:
         Raises:
             OSError: the address cannot be bound (e.g. the port is in use).
             InvalidState: the server was started or closed already.
+            RuntimeError: Python threads do not run in this process (uWSGI without
+                ``--enable-threads``): the loop could never serve a client.
         """
         with self._lock:
             if self._state is not ServerState.NEW:
                 raise InvalidState(f"server is {self._state.value}; a server starts once")
             self._state = ServerState.STARTING
+        host = hosting.detect()
         try:
-            self._bind()
+            hosting.check_threads(host)
+            self._bind(host)
         except BaseException:
             with self._lock:
                 self._state = ServerState.CLOSED
             raise
+        lifecycle.hook_host(host)
+        if host.prefork_master and self.options.on_fork == "restart":
+            self._pid = os.getpid()
+            with self._lock:
+                self._state = ServerState.STANDBY
+            _servers.add(self)
+            logger.info(
+                "in %s's master process: each worker will serve %s",
+                host.name,
+                "same-port connections" if self._port is None else f"port {self.port}",
+            )
+            return self
         self._start_loop()
         if self._port is None:
             logger.info("running with no listening socket (same-port mode)")
@@ -252,10 +286,15 @@ class Server:
             if state in (ServerState.CLOSING, ServerState.CLOSED):
                 return
             self._state = ServerState.CLOSING
-        if state is not ServerState.RUNNING:
+        if state is not ServerState.RUNNING or self._pid != os.getpid():
+            # Not started, standby in a prefork master, or a copy forked without
+            # Python's fork hooks whose loop never restarted: no loop thread to wait
+            # for in this process. The connections are the parent's; close our copies.
             self._release_listeners()
+            self._close_inherited()
             with self._lock:
                 self._state = ServerState.CLOSED
+            _servers.discard(self)
             return
         if self.loop.in_loop_thread():
             raise InvalidState("close() cannot be called from the loop thread")
@@ -281,6 +320,9 @@ class Server:
         with self._lock:
             self._state = ServerState.CLOSED
             orphans, self._adopting = self._adopting, {}
+            sinks, self._sinks = self._sinks, set()
+        for sink in sinks:
+            sink.close()
         for sock, closed in orphans.items():
             sock.close()
             if closed is not None:
@@ -321,6 +363,8 @@ class Server:
             closed: set once the loop has closed ``sock`` (or refused it), for a
                 caller that waits for the end of the connection.
         """
+        if self._pid != os.getpid():
+            self._restart_if_forked()
         with self._lock:
             running = self._state is ServerState.RUNNING
             if running:
@@ -350,23 +394,59 @@ class Server:
 
         self.loop.call_soon_threadsafe(adopt)
 
+    def discard_threadsafe(self, sink: socket.socket) -> None:
+        """Read and drop what arrives on ``sink`` until its peer closes, then close it.
+
+        For the stand-in socket of a hand-off (:func:`wsgiws.handoff.take_over` with
+        uWSGI): the WSGI server writes its response there, then closes its end.
+        Callable from any thread; the caller gives up ``sink``.
+        """
+        if self._pid != os.getpid():
+            self._restart_if_forked()
+        with self._lock:
+            running = self._state is ServerState.RUNNING
+            if running:
+                self._sinks.add(sink)
+        if not running:
+            sink.close()
+            return
+        sink.setblocking(False)
+
+        def drain() -> None:
+            try:
+                while sink.recv(65536):
+                    pass
+            except (BlockingIOError, InterruptedError):
+                return  # the server's end is still open
+            except OSError:
+                pass
+            self.loop.remove_socket(sink)
+            with self._lock:
+                self._sinks.discard(sink)
+            sink.close()
+
+        self.loop.call_soon_threadsafe(lambda: self.loop.add_socket(sink, drain))
+
     # -- lifecycle internals -------------------------------------------------------
 
-    def _bind(self) -> None:
+    def _bind(self, host: hosting.Host) -> None:
         if self._port is None:
             return  # same-port mode: connections only arrive through adopt_threadsafe
-        host = self.host
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        reuse_port = self.options.reuse_port
+        if reuse_port is None:  # several processes bind this port each: share it
+            reuse_port = host.processes_bind and hasattr(socket, "SO_REUSEPORT")
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.create_server(
-            (host, self._port),
+            (self.host, self._port),
             family=family,
             backlog=self.options.backlog,
-            reuse_port=self.options.reuse_port,
+            reuse_port=reuse_port,
         )
         sock.setblocking(False)
         self._listeners = [sock]
 
     def _start_loop(self) -> None:
+        self._pid = os.getpid()
         self._loop = SelectorLoop(f"wsgiws:{self.port}")
         self._pool = WorkerPool(self.options.workers)
         ready = threading.Event()
@@ -505,29 +585,47 @@ class Server:
             listener.close()
         self._listeners = []
 
-    def _after_fork_in_child(self) -> None:
-        """Rebuild what a forked child lacks: the loop thread, its selector, the pool."""
+    def _close_inherited(self) -> None:
+        """Close this process's copies of a parent's loop descriptors and connections."""
         if self._loop is not None:
             with contextlib.suppress(Exception):
                 self._loop.close()  # the child's copies of the parent's descriptors
         for session in self._sockets:
             session.transport.close_after_fork()  # the parent keeps serving these
-        for sock in self._adopting:
-            sock.close()  # the parent's hand-over, not this process's
+        for sock in [*self._adopting, *self._sinks]:
+            sock.close()  # the parent's hand-overs, not this process's
         self._sockets = set()
-        self._active = set()
         self._adopting = {}
+        self._sinks = set()
+
+    def _restart_if_forked(self) -> None:
+        """Start the loop in a process forked without any fork hook having run."""
+        with _fork_lock:
+            if self._pid is not None and self._pid != os.getpid():
+                self._after_fork_in_child()
+
+    def _after_fork_in_child(self) -> None:
+        """Rebuild what a forked child lacks: the loop thread, its selector, the pool."""
+        if self._pid == os.getpid():
+            return  # done already in this process (uWSGI may run two fork hooks)
+        self._close_inherited()
+        self._active = set()
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._loop_done = threading.Event()
         self._loop = self._pool = None
-        if self.options.on_fork == "stop" or self._state is not ServerState.RUNNING:
+        resumable = (ServerState.RUNNING, ServerState.STANDBY)
+        if self.options.on_fork == "stop" or self._state not in resumable:
             self._release_listeners()
             self._state = ServerState.CLOSED
             _servers.discard(self)
             return
         self._start_loop()
-        logger.info("restarted in forked process %d on port %s", os.getpid(), self.port)
+        lifecycle.hook_host(hosting.detect())
+        if self._port is None:
+            logger.info("running in forked process %d (same-port mode)", os.getpid())
+        else:
+            logger.info("listening in forked process %d on port %s", os.getpid(), self.port)
 
 
 def close_all_servers() -> None:

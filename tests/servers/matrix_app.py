@@ -28,7 +28,8 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 registry = wsgiws.Registry()
 
 
-@registry.namespace(r"/ws/echo")
+# /direct/: a path that a reverse proxy in front does not send to the separate port.
+@registry.namespace(r"/(ws|direct)/echo")
 class Echo(wsgiws.BaseWSClass):
     """Echo messages; a few text commands report on the serving process."""
 
