@@ -87,12 +87,14 @@ if not PRESENT:  # no supported interpreter under its versioned name: the curren
 
 def install(session: nox.Session, *args: str, pinned: bool = True) -> None:
     """``pip install`` into the session, skipped when this virtualenv already got the
-    same arguments with the same pins and project metadata (a restart is then quick).
+    same arguments with the same pins, project metadata and C sources (a restart is
+    then quick).
     """
     if pinned:
         args = ("-c", str(CONSTRAINTS.relative_to(ROOT)), *args)
     digest = hashlib.sha256("\0".join(args).encode())
-    for path in (CONSTRAINTS, ROOT / "pyproject.toml"):
+    # setup.py and the C source: a change must rebuild the C extension.
+    for path in (CONSTRAINTS, ROOT / "pyproject.toml", ROOT / "setup.py", *ROOT.glob("src/*/*.c")):
         digest.update(path.read_bytes())
     stamp = Path(session.virtualenv.location) / ".wsgiws-installed"
     if stamp.exists() and stamp.read_text() == digest.hexdigest():

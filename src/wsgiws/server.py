@@ -31,6 +31,7 @@ from . import hosting, lifecycle
 from .exceptions import InvalidState
 from .log import server_logger as logger
 from .loop import CHECK_THREADS, SelectorLoop
+from .mask import IMPLEMENTATION as MASKING
 from .options import Options
 from .protocol import PreparedMessage
 from .routing import Registry, default_registry
@@ -257,6 +258,7 @@ class Server:
             logger.info("running with no listening socket (same-port mode)")
         else:
             logger.info("listening on %s:%d", self.host or "*", self.port)
+        logger.debug("payload masking in %s", MASKING)
         return self
 
     def serve_forever(self) -> None:
