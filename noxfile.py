@@ -37,8 +37,9 @@ COVERAGE_FLOOR = 92
 #: Debian packages the test suite runs for real, by a program (or file) each installs:
 #: Redis for the group fan-out tests, nginx for the reverse-proxy tests, Chromium for
 #: the browser tests, Apache with mod_wsgi and Debian's uWSGI (Python threads off) for
-#: the server matrix, a C compiler to build uWSGI from PyPI. Installed when missing
-#: and possible (root with apt-get); otherwise those tests skip and say why.
+#: the server matrix, a C compiler to build uWSGI from PyPI and wsgiws's own C
+#: extension (``wsgiws._speedups``, tested by tests/test_mask.py). Installed when
+#: missing and possible (root with apt-get); otherwise those tests skip and say why.
 DEBIAN_PACKAGES = {
     "redis-server": "redis-server",
     "nginx": "nginx",
@@ -139,7 +140,6 @@ def ensure_debian_packages(session: nox.Session) -> None:
 
 def run_tests(session: nox.Session, *, floor: int | None) -> None:
     """Run pytest under coverage; check ``floor`` only when no arguments narrow the run."""
-    ensure_debian_packages(session)
     session.run("coverage", "erase")
     session.run("python", "-bb", "-m", "coverage", "run", "-m", "pytest", *session.posargs)
     session.run("coverage", "combine", "--quiet", success_codes=[0, 1])
@@ -152,7 +152,7 @@ def run_tests(session: nox.Session, *, floor: int | None) -> None:
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """Run the test suite with coverage on one interpreter, from the pinned versions."""
-    ensure_debian_packages(session)  # first: building uWSGI needs a C compiler
+    ensure_debian_packages(session)  # first: building uWSGI and _speedups needs a C compiler
     install(session, "-e", ".[django,redis]", *groups("test"))
     run_tests(session, floor=COVERAGE_FLOOR)
 

@@ -156,10 +156,14 @@ def test_not_bytes_like(apply: Apply, data: Any, mask: Any) -> None:
 
 
 def test_accelerator_is_built() -> None:
-    """Where a C compiler is present, the install compiled the extension and it runs."""
+    """Where a C compiler and Python's headers are present, the install compiled the
+    extension, and it runs."""
     compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
     if not shutil.which(compiler):  # pragma: no cover
         pytest.skip(f"no C compiler ({compiler}) here: the fallback is expected")
+    headers = os.path.join(sysconfig.get_path("include"), "Python.h")
+    if not os.path.exists(headers):  # pragma: no cover
+        pytest.skip(f"no {headers} (python3-dev) here: the fallback is expected")
     assert C_BUILT, "wsgiws._speedups was not built: see the output of the install"
     if os.environ.get("WSGIWS_NO_SPEEDUPS", "") in ("", "0"):
         assert wsgiws.mask.ACCELERATED

@@ -92,7 +92,7 @@ PyDoc_STRVAR(apply_mask_doc,
 "``data`` is any bytes-like object; ``mask`` a bytes-like object of length 4.");
 
 static PyObject *
-apply_mask(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+apply_mask(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer data, mask;
     PyObject *result = NULL;
