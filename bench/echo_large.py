@@ -32,11 +32,11 @@ DEADLINE = 300.0  # seconds for the whole run
 SERVER = """
 import sys
 import wsproto.frame_protocol
-import wsgiws, wsgiws.mask, wsgiws.wsproto_patches
+import wsgiws, wsgiws.mask, wsgiws.deflate
 
 mode = sys.argv[1]
 if mode == "wsproto":
-    wsproto.frame_protocol.XorMaskerSimple = wsgiws.wsproto_patches.ORIGINAL_MASKER
+    wsproto.frame_protocol.XorMaskerSimple = wsgiws.deflate.ORIGINAL_MASKER
 else:
     assert wsgiws.mask.ACCELERATED == (mode == "c"), wsgiws.mask.IMPLEMENTATION
 

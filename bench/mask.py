@@ -19,8 +19,8 @@ import os
 import timeit
 from collections.abc import Callable
 
+from wsgiws.deflate import ORIGINAL_MASKER
 from wsgiws.mask import IMPLEMENTATION, apply_mask, apply_mask_python
-from wsgiws.wsproto_patches import ORIGINAL_MASKER
 
 SIZES = [16, 125, 1024, 4096, 65536, 1 << 20, 4 << 20]
 

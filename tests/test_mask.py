@@ -31,8 +31,8 @@ from websockets.sync.client import connect
 from wsproto.frame_protocol import FrameProtocol, Opcode
 
 import wsgiws
+import wsgiws.deflate
 import wsgiws.mask
-import wsgiws.wsproto_patches
 
 from .helpers import TIMEOUT, serve
 
@@ -183,13 +183,13 @@ def test_server_logs_which_runs(
 # WSGIWS_NO_SPEEDUPS=1 in a subprocess (the variable is read at import).
 FALLBACK_ECHO = """
 import os, sys
-import wsgiws, wsgiws.mask, wsgiws.wsproto_patches
+import wsgiws, wsgiws.mask, wsgiws.deflate
 from websockets.sync.client import connect
 
 assert not wsgiws.mask.ACCELERATED
 assert wsgiws.mask.apply_mask is wsgiws.mask.apply_mask_python
 print(wsgiws.mask.IMPLEMENTATION)
-assert wsgiws.wsproto_patches.PATCHED
+assert wsgiws.deflate.MASKER_PATCHED
 
 registry = wsgiws.Registry()
 
@@ -229,11 +229,11 @@ def test_environment_variable_forces_the_fallback() -> None:
 
 
 def test_wsproto_masks_through_wsgiws() -> None:
-    assert wsgiws.wsproto_patches.PATCHED, (
-        "wsgiws.wsproto_patches could not replace wsproto.frame_protocol.XorMaskerSimple: "
-        "this wsproto release renamed it; update wsgiws/wsproto_patches.py"
+    assert wsgiws.deflate.MASKER_PATCHED, (
+        "wsgiws.deflate could not replace wsproto.frame_protocol.XorMaskerSimple: "
+        "this wsproto release renamed it; update src/wsgiws/deflate.py and the wsproto pin"
     )
-    assert wsgiws.wsproto_patches.ORIGINAL_MASKER is not wsgiws.mask.Masker
+    assert wsgiws.deflate.ORIGINAL_MASKER is not wsgiws.mask.Masker
 
 
 @given(
@@ -244,7 +244,7 @@ def test_wsproto_masks_through_wsgiws() -> None:
 @settings(max_examples=300, deadline=None)
 def test_masker_equals_wsproto_masker(payload: bytes, key: bytes, cuts: list[int]) -> None:
     """Fed the same pieces, wsgiws's masker returns the bytes wsproto's own does."""
-    original = wsgiws.wsproto_patches.ORIGINAL_MASKER
+    original = wsgiws.deflate.ORIGINAL_MASKER
     assert original is not None
     ours, theirs = wsgiws.mask.Masker(key), original(bytearray(key))
     bounds = [0, *sorted(cuts), len(payload)]

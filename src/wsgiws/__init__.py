@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-# Imported for its effect: faster payload masking inside wsproto.
-from . import wsproto_patches as _wsproto_patches  # noqa: F401
 from .exceptions import ConnectionClosed, InvalidState, Reject, Skip, WSGIWSError
 from .groups import (
     Group,

@@ -1,4 +1,5 @@
-"""permessage-deflate with bounded inflation: the one place wsproto is patched.
+"""permessage-deflate with bounded inflation, and faster masking: the one place
+wsproto is patched.
 
 Why this module exists
 ----------------------
@@ -20,11 +21,27 @@ that the message is compressed (1007 on a valid message). Control frames now pas
 through untouched; which frame is being read comes from the public ``header``
 attribute of wsproto's frame decoder.
 
+Payload masking
+---------------
+
+wsproto's frame parser and serialiser mask and unmask payloads with
+``wsproto.frame_protocol.XorMaskerSimple``, a module-level class looked up each time
+a frame header is parsed or a client frame is built; wsproto offers no hook to
+choose another. Importing this module replaces it with :class:`wsgiws.mask.Masker`,
+which computes the same bytes in C when the accelerator is built
+(``wsgiws._speedups``) and otherwise in pure Python, faster than wsproto's for every
+size. The replacement is process-wide: every wsproto connection in the process
+(wsgiws's own, ``wsgiws.testing``'s client, or one of the application's) masks
+through it, with the same results. :data:`MASKER_PATCHED` tells whether it is in
+place; if a wsproto release renamed the class, wsproto is left as it is (correct,
+only slower) and ``tests/test_mask.py`` fails with a message naming this module.
+
 This is the only module of wsgiws that touches a private attribute of wsproto (or
-of h11). The supported wsproto versions are pinned in ``pyproject.toml`` (upper
-bound included), and ``tests/test_deflate.py`` fails with a message naming this
-module if a wsproto release renames or removes any of these attributes: without
-that check, an upgrade could silently drop the decompression limit.
+of h11), or replaces anything in it. The supported wsproto versions are pinned in
+``pyproject.toml`` (upper bound included), and ``tests/test_deflate.py`` fails with
+a message naming this module if a wsproto release renames or removes any of these
+attributes: without that check, an upgrade could silently drop the decompression
+limit.
 """
 
 from __future__ import annotations
@@ -32,10 +49,22 @@ from __future__ import annotations
 import zlib
 from typing import Final
 
+import wsproto.frame_protocol
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 
-__all__ = ["PRIVATE_ATTRIBUTES", "BoundedDeflate"]
+from .mask import Masker
+
+__all__ = ["MASKER_PATCHED", "ORIGINAL_MASKER", "PRIVATE_ATTRIBUTES", "BoundedDeflate"]
+
+#: wsproto's own masker class, or ``None`` if this wsproto has none by that name.
+ORIGINAL_MASKER: Final = getattr(wsproto.frame_protocol, "XorMaskerSimple", None)
+
+if ORIGINAL_MASKER is not None:
+    wsproto.frame_protocol.XorMaskerSimple = Masker  # type: ignore[misc,assignment]
+
+#: ``True`` when wsproto masks and unmasks through :class:`wsgiws.mask.Masker`.
+MASKER_PATCHED: Final = getattr(wsproto.frame_protocol, "XorMaskerSimple", None) is Masker
 
 #: The parameters a client may put in a permessage-deflate offer (RFC 7692 §7).
 OFFER_PARAMETERS: Final = (

@@ -20,7 +20,7 @@ above it ``bytes.translate`` with one 256-byte table per key byte on the four st
 of every 64 KiB chunk (about 1 ms per MiB, against about 0.02 ms in C).
 
 :class:`Masker` is a drop-in replacement for wsproto's ``XorMaskerSimple``:
-:mod:`wsgiws.wsproto_patches` makes wsproto use it, so frames parsed by wsproto are
+:mod:`wsgiws.deflate` makes wsproto use it, so frames parsed by wsproto are
 unmasked here too.
 """
 
