@@ -153,7 +153,7 @@ def run_tests(session: nox.Session, *, floor: int | None) -> None:
 def tests(session: nox.Session) -> None:
     """Run the test suite with coverage on one interpreter, from the pinned versions."""
     ensure_debian_packages(session)  # first: building uWSGI and _speedups needs a C compiler
-    install(session, "-e", ".[django,redis]", *groups("test"))
+    install(session, "-e", ".[django,flask,redis]", *groups("test"))
     run_tests(session, floor=COVERAGE_FLOOR)
 
 
@@ -171,7 +171,7 @@ def tests_latest(session: nox.Session) -> None:
     suite or the library: fix it, then refresh the pins with ``nox -s lock``.
     """
     ensure_debian_packages(session)
-    install(session, "--upgrade", "-e", ".[django,redis]", *groups("test"), pinned=False)
+    install(session, "--upgrade", "-e", ".[django,flask,redis]", *groups("test"), pinned=False)
     run_tests(session, floor=None)
 
 
@@ -189,7 +189,7 @@ def typing(session: nox.Session) -> None:
     """Type-check the package, the tests and this file with mypy --strict (on the
     newest interpreter present: the pins differ by Python version, and so do the
     type hints of some test dependencies)."""
-    install(session, "-e", ".[django,redis]", *groups("typing"))
+    install(session, "-e", ".[django,flask,redis]", *groups("typing"))
     session.run("mypy", "src", "tests", "noxfile.py")
 
 

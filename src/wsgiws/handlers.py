@@ -4,13 +4,20 @@ For ``class Handler(M1, M2, BaseWSClass)`` each event runs ``M2``, then ``M1``, 
 ``Handler`` (mixins right to left, as djwebsockets did). Each class runs only the
 methods it defines itself, so nothing runs twice, and every method gets ``cls`` bound
 to the handler class. The chain is computed once, when the class is registered.
+
+A mixin may also wrap whole events: its ``event_context(websocket, event)``
+classmethod returns a context manager entered around every function of the event
+(mixins and handler), rightmost mixin outermost. The Flask adapter's mixin pushes the
+app's request context there, so that the handler's own methods run inside it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Final
 
 from .exceptions import Skip
 
@@ -67,10 +74,20 @@ class BaseMixin:
     keeps the current one). Raising :exc:`~wsgiws.Skip` drops the event for the rest of
     the chain; raising :exc:`~wsgiws.Reject` refuses the handshake or closes the
     connection.
+
+    A mixin that must run code *around* each event (set up a context before the
+    first function of the chain, tear it down after the handler) defines
+    ``event_context(cls, websocket, event)``, a classmethod returning a context
+    manager; ``event`` is ``"on_connect"``, ``"on_message"`` or ``"on_close"``.
+    Exceptions raised by the chain pass through it, and it may raise
+    :exc:`~wsgiws.Reject` or :exc:`~wsgiws.Skip` itself.
     """
 
 
 Method = Callable[..., Any]
+
+#: Reusable: ``nullcontext`` keeps no state.
+_NO_CONTEXT: Final = contextlib.nullcontext()
 
 
 def _function(owner: type, name: str) -> Method | None:
@@ -95,12 +112,14 @@ class Chain:
     Fields:
         handler: the handler class; every function is called with it as ``cls``.
         connect, message, close: ``(function, is_mixin)`` pairs, mixins first.
+        contexts: the mixins' ``event_context`` functions, outermost first.
     """
 
     handler: type[BaseWSClass]
     connect: tuple[tuple[Method, bool], ...]
     message: tuple[tuple[Method, bool], ...]
     close: tuple[tuple[Method, bool], ...]
+    contexts: tuple[Method, ...] = ()
 
     @classmethod
     def build(cls, handler: type[BaseWSClass]) -> Chain:
@@ -113,6 +132,11 @@ class Chain:
             for c in reversed(mro)
             if issubclass(c, BaseMixin) and c is not BaseMixin and not issubclass(c, BaseWSClass)
         ]
+        contexts = tuple(
+            function
+            for function in (_function(mixin, "event_context") for mixin in mixins)
+            if function is not None
+        )
         chains: dict[str, tuple[tuple[Method, bool], ...]] = {}
         for name in EVENTS:
             steps: list[tuple[Method, bool]] = []
@@ -128,30 +152,49 @@ class Chain:
                             steps.append((function, False))
                         break
             chains[name] = tuple(steps)
-        return cls(handler, chains["on_connect"], chains["on_message"], chains["on_close"])
+        return cls(
+            handler, chains["on_connect"], chains["on_message"], chains["on_close"], contexts
+        )
+
+    def _around(self, websocket: WebSocket, event: str) -> AbstractContextManager[object]:
+        """The mixins' event contexts around one event (a no-op when there are none)."""
+        if not self.contexts:
+            return _NO_CONTEXT
+        return self._entered(websocket, event)
+
+    @contextlib.contextmanager
+    def _entered(self, websocket: WebSocket, event: str) -> Iterator[None]:
+        with contextlib.ExitStack() as stack:
+            for function in self.contexts:
+                context: AbstractContextManager[object] = function(self.handler, websocket, event)
+                stack.enter_context(context)
+            yield
 
     def run_connect(self, websocket: WebSocket, path: str) -> None:
         """Run ``on_connect``; :exc:`Skip` ends the chain early, :exc:`Reject` propagates."""
         try:
-            for function, _ in self.connect:
-                function(self.handler, websocket, path)
+            with self._around(websocket, "on_connect"):
+                for function, _ in self.connect:
+                    function(self.handler, websocket, path)
         except Skip:
             pass
 
     def run_message(self, websocket: WebSocket, message: str | bytes) -> None:
         """Run ``on_message``; a mixin's non-``None`` return replaces the message."""
         try:
-            for function, is_mixin in self.message:
-                result = function(self.handler, websocket, message)
-                if is_mixin and result is not None:
-                    message = result
+            with self._around(websocket, "on_message"):
+                for function, is_mixin in self.message:
+                    result = function(self.handler, websocket, message)
+                    if is_mixin and result is not None:
+                        message = result
         except Skip:
             pass
 
     def run_close(self, websocket: WebSocket) -> None:
         """Run ``on_close``."""
         try:
-            for function, _ in self.close:
-                function(self.handler, websocket)
+            with self._around(websocket, "on_close"):
+                for function, _ in self.close:
+                    function(self.handler, websocket)
         except Skip:
             pass

@@ -26,14 +26,21 @@ import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.http.request import validate_host
 from django.utils.module_loading import import_string
 
-from ..options import Options
+from ..config import (
+    DEFAULT_HOST,
+    ConfigError,
+    check_host,
+    check_options,
+    check_origins,
+    check_port,
+    split_origin,
+)
 
 __all__ = [
     "DEFAULT_MIDDLEWARE",
@@ -52,8 +59,6 @@ DEFAULT_MIDDLEWARE: Final = (
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
 )
-#: The separate port listens on loopback unless told otherwise, like ``runserver``.
-DEFAULT_HOST: Final = "127.0.0.1"
 #: The hosts Django itself accepts when ``DEBUG`` is on and ``ALLOWED_HOSTS`` is
 #: empty (``HttpRequest.get_host``).
 DEBUG_ALLOWED_HOSTS: Final = (".localhost", "127.0.0.1", "[::1]")
@@ -110,19 +115,13 @@ class AllowedHostsOrigins:
         """Tell whether a handshake with this ``Origin`` header may proceed."""
         if origin is None:
             return True
-        try:
-            parts = urlsplit(origin.strip())
-            parts.port  # noqa: B018 - raises ValueError for a bad port
-        except ValueError:
+        parts = split_origin(origin)
+        if parts is None:
             return False
-        if parts.scheme.lower() not in ("http", "https"):
-            return False
-        if parts.path or parts.query or parts.fragment or parts.username is not None:
-            return False  # an origin is scheme://host[:port], nothing more
-        domain = (parts.hostname or "").removesuffix(".")  # lowercased, no port
+        domain = parts[1]  # lowercased, no port
         if ":" in domain:
             domain = f"[{domain}]"  # IPv6, written as ALLOWED_HOSTS writes it
-        return bool(domain) and validate_host(domain, self.allowed_hosts)
+        return validate_host(domain, self.allowed_hosts)
 
     def __repr__(self) -> str:
         return f"AllowedHostsOrigins({list(self.allowed_hosts)!r})"
@@ -132,24 +131,23 @@ def _fail(setting: str, message: str) -> ImproperlyConfigured:
     return ImproperlyConfigured(f"{setting}: {message}")
 
 
+@contextlib.contextmanager
+def _as_improperly_configured() -> Iterator[None]:
+    """Turn the shared checks' :exc:`~wsgiws.config.ConfigError` into Django's exception."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise ImproperlyConfigured(str(exc)) from exc
+
+
 def _load_port() -> int | None:
-    port = getattr(settings, "WEBSOCKET_PORT", None)
-    if port is None:
-        return None
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise _fail(
-            "WEBSOCKET_PORT",
-            f"must be an integer from 0 to 65535, or None for the WSGI server's own "
-            f"port; got {port!r}",
-        )
-    return port
+    with _as_improperly_configured():
+        return check_port("WEBSOCKET_PORT", getattr(settings, "WEBSOCKET_PORT", None))
 
 
 def _load_host() -> str:
-    host = getattr(settings, "WEBSOCKET_HOST", DEFAULT_HOST)
-    if not isinstance(host, str):
-        raise _fail("WEBSOCKET_HOST", f"must be a host name or address, got {host!r}")
-    return host
+    with _as_improperly_configured():
+        return check_host("WEBSOCKET_HOST", getattr(settings, "WEBSOCKET_HOST", DEFAULT_HOST))
 
 
 def _load_middleware() -> tuple[str, ...]:
@@ -206,49 +204,17 @@ def _load_origins() -> tuple[str, ...] | Callable[[str | None], bool] | None:
         if "*" in hosts:
             return None
         return AllowedHostsOrigins(hosts)
-    if origins == "*":
-        return None
-    if isinstance(origins, str) or not isinstance(origins, (list, tuple)):
-        raise _fail(
-            "WEBSOCKET_ALLOWED_ORIGINS",
-            f"must be a list of origins such as 'https://example.com', '*', or None "
-            f"to follow ALLOWED_HOSTS; got {origins!r}",
+    with _as_improperly_configured():
+        return check_origins(
+            "WEBSOCKET_ALLOWED_ORIGINS", origins, none_means="to follow ALLOWED_HOSTS"
         )
-    if "*" in origins:
-        return None
-    for origin in origins:
-        if not isinstance(origin, str):
-            raise _fail("WEBSOCKET_ALLOWED_ORIGINS", f"entries must be strings, got {origin!r}")
-        if origin == "":
-            continue  # allows handshakes without an Origin header
-        try:
-            parts = urlsplit(origin)
-            valid = bool(parts.scheme and parts.hostname) and not (
-                parts.path or parts.query or parts.fragment or parts.username
-            )
-            parts.port  # noqa: B018 - raises ValueError for a bad port
-        except ValueError:
-            valid = False
-        if not valid:
-            raise _fail(
-                "WEBSOCKET_ALLOWED_ORIGINS",
-                f"{origin!r} is not an origin (scheme://host[:port], e.g. 'https://example.com')",
-            )
-    return tuple(origins)
 
 
 def _load_options() -> dict[str, Any]:
-    options = getattr(settings, "WEBSOCKET_OPTIONS", {})
-    if not isinstance(options, dict):
-        raise _fail("WEBSOCKET_OPTIONS", f"must be a dict of server options, got {options!r}")
-    for name, where in RESERVED_OPTIONS.items():
-        if name in options:
-            raise _fail("WEBSOCKET_OPTIONS", f"{name!r} is set by {where}, not here")
-    try:
-        Options.from_kwargs(**options)
-    except (TypeError, ValueError) as exc:
-        raise _fail("WEBSOCKET_OPTIONS", str(exc)) from exc
-    return dict(options)
+    with _as_improperly_configured():
+        return check_options(
+            "WEBSOCKET_OPTIONS", getattr(settings, "WEBSOCKET_OPTIONS", {}), RESERVED_OPTIONS
+        )
 
 
 def load() -> WebSocketSettings:

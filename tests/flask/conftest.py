@@ -1,0 +1,67 @@
+"""Fixtures of the Flask adapter's tests: a real app served by werkzeug on port 0."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import threading
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from ..helpers import TIMEOUT
+from .flaskapp import PASSWORD, create_app
+
+
+class Served:
+    """An app served by werkzeug's threaded server in a thread of this process."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
+        self.port = self.server.server_port
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def url(self, path: str = "/", *, websocket: bool = False) -> str:
+        return f"{'ws' if websocket else 'http'}://127.0.0.1:{self.port}{path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(TIMEOUT)
+        self.app.extensions["wsgiws"].close()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    """A fresh app with its own SQLite database, served on a free port."""
+    served = Served(create_app(str(tmp_path / "app.sqlite3")))
+    try:
+        yield served
+    finally:
+        served.close()
+
+
+def login(base_url: str, username: str, password: str = PASSWORD) -> str:
+    """Log in through the app's login view with a real HTTP client; return the
+    ``Cookie`` header the browser would send."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    data = urllib.parse.urlencode({"username": username, "password": password}).encode()
+    with opener.open(f"{base_url}/login", data=data, timeout=TIMEOUT) as response:
+        assert response.status == 200
+        assert response.read().decode() == f"hello {username}"  # redirected to the index
+    return "; ".join(f"{cookie.name}={cookie.value}" for cookie in jar)
+
+
+def get_json(url: str) -> Any:
+    import json
+
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+        return json.loads(response.read())
