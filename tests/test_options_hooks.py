@@ -108,3 +108,77 @@ def test_handler_context_wraps_every_event(registry: wsgiws.Registry) -> None:
     for i in range(0, len(log), 3):
         assert log[i][1] == log[i + 1][1] == log[i + 2][1]  # same worker thread
         assert not log[i][1].startswith("wsgiws-loop")
+
+
+def test_mixin_event_context_wraps_the_whole_chain(registry: wsgiws.Registry) -> None:
+    """A mixin's ``event_context`` wraps every function of an event (other mixins and
+    the handler), rightmost mixin outermost, inside ``handler_context``; it sees the
+    chain's exceptions, and a ``Reject`` it raises refuses the handshake."""
+    log: list[str] = []
+    closed = threading.Event()
+
+    def recorder(name: str) -> type[wsgiws.BaseMixin]:
+        class Recorder(wsgiws.BaseMixin):
+            @classmethod
+            @contextlib.contextmanager
+            def event_context(cls, websocket: wsgiws.WebSocket, event: str) -> Iterator[None]:
+                if websocket.query.get("refuse") == name:
+                    raise wsgiws.Reject(status=401)
+                log.append(f"{name}<{event}")
+                try:
+                    yield
+                except RuntimeError:
+                    log.append(f"{name}!")
+                    raise
+                finally:
+                    log.append(f"{name}>")
+
+            @classmethod
+            def on_message(cls, websocket: wsgiws.WebSocket, message: str | bytes) -> None:
+                log.append(f"{name}.on_message")
+
+        return Recorder
+
+    @contextlib.contextmanager
+    def outer() -> Iterator[None]:
+        log.append("handler_context<")
+        yield
+        log.append("handler_context>")
+
+    @wsgiws.Namespace(r"/e", registry=registry)
+    class Handler(recorder("left"), recorder("right"), wsgiws.BaseWSClass):  # type: ignore[misc]
+        @classmethod
+        def on_message(cls, websocket: wsgiws.WebSocket, message: str | bytes) -> None:
+            log.append("handler.on_message")
+            if message == "boom":
+                raise RuntimeError("boom")
+            websocket.send(message)
+
+        @classmethod
+        def on_close(cls, websocket: wsgiws.WebSocket) -> None:
+            closed.set()
+
+    with serve(registry, handler_context=outer) as server:
+        uri = f"ws://127.0.0.1:{server.port}/e"
+        with pytest.raises(InvalidStatus) as info:
+            connect(uri + "?refuse=left", open_timeout=TIMEOUT)
+        assert info.value.response.status_code == 401
+        log.clear()
+        with connect(uri, open_timeout=TIMEOUT) as ws:
+            ws.send("hi")
+            assert ws.recv(timeout=TIMEOUT) == "hi"
+            ws.send("boom")
+            assert closed.wait(TIMEOUT)
+        wait_for(lambda: log[-1] == "handler_context>", message=f"log: {log}")
+    assert log == [
+        "handler_context<", "right<on_connect", "left<on_connect", "left>", "right>",
+        "handler_context>",
+        "handler_context<", "right<on_message", "left<on_message",
+        "right.on_message", "left.on_message", "handler.on_message",
+        "left>", "right>", "handler_context>",
+        "handler_context<", "right<on_message", "left<on_message",
+        "right.on_message", "left.on_message", "handler.on_message",
+        "left!", "left>", "right!", "right>",
+        "handler_context<", "right<on_close", "left<on_close", "left>", "right>",
+        "handler_context>",
+    ]  # fmt: skip

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 from flask import Flask
-
 from wsgiws import WebSocketMiddleware
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

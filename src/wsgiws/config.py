@@ -92,7 +92,8 @@ def check_origins(setting: str, origins: Any, *, none_means: str) -> OriginsOpti
 
     ``"*"`` (or a list holding it) means no check (``None``); a list or tuple must hold
     origins such as ``"https://example.com"``; ``""`` in it allows handshakes without
-    an ``Origin`` header. ``None`` is the caller's to interpret (``none_means`` describes it in the error message).
+    an ``Origin`` header. ``None`` is the caller's to interpret (``none_means``
+    describes it in the error message).
     """
     if origins == "*":
         return None

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
+
+from flask import Flask
 
 from ..helpers import TIMEOUT
 from .flaskapp import PASSWORD, create_app
@@ -27,6 +28,11 @@ class Served:
         self.port = self.server.server_port
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
+
+    @property
+    def base(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://127.0.0.1:{self.port}"
 
     def url(self, path: str = "/", *, websocket: bool = False) -> str:
         return f"{'ws' if websocket else 'http'}://127.0.0.1:{self.port}{path}"

@@ -16,16 +16,17 @@ Handlers (registered on each app's extension, not globally):
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
 
-from flask import Flask, abort, current_app, g, redirect, request, session, url_for
 from flask_login import LoginManager, UserMixin, current_user, login_user
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from flask import Flask, abort, current_app, g, redirect, request, session, url_for
 from wsgiws import BaseWSClass, WebSocket
 from wsgiws.flask import FlaskMixin, WebSockets
 
@@ -64,7 +65,7 @@ def create_app(database: str, **config: Any) -> Flask:
     login_manager = LoginManager(app)
     login_manager.login_view = "login"
 
-    @login_manager.user_loader
+    @login_manager.user_loader  # type: ignore[untyped-decorator]
     def load_user(user_id: str) -> Any:
         g.user_loads = g.get("user_loads", 0) + 1
         return db.session.get(User, int(user_id))
@@ -103,7 +104,9 @@ def create_app(database: str, **config: Any) -> Flask:
             user = db.session.execute(
                 db.select(User).filter_by(username=request.form["username"])
             ).scalar_one_or_none()
-            if user is None or not check_password_hash(user.password_hash, request.form["password"]):
+            if user is None or not check_password_hash(
+                user.password_hash, request.form["password"]
+            ):
                 abort(401)
             login_user(user)
             session["theme"] = "dark"
@@ -201,4 +204,5 @@ def create_app(database: str, **config: Any) -> Flask:
 
 
 if os.environ.get("WSGIWS_FLASK_TEST_DB"):
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     app = create_app(os.environ["WSGIWS_FLASK_TEST_DB"])

@@ -121,7 +121,7 @@ class AllowedHostsOrigins:
         domain = parts[1]  # lowercased, no port
         if ":" in domain:
             domain = f"[{domain}]"  # IPv6, written as ALLOWED_HOSTS writes it
-        return validate_host(domain, self.allowed_hosts)
+        return bool(validate_host(domain, self.allowed_hosts))
 
     def __repr__(self) -> str:
         return f"AllowedHostsOrigins({list(self.allowed_hosts)!r})"
