@@ -56,11 +56,17 @@ class ChatRoom(wsgiws.BaseWSClass):
     """One person in one room."""
 
     @classmethod
-    def on_connect(cls, websocket: wsgiws.WebSocket, path: str) -> None:
+    def name_of(cls, websocket: wsgiws.WebSocket) -> str:
+        """The person's name: the ``name`` query parameter, picked on the page.
+        Examples with logins override it to use the logged-in user's name."""
         name = websocket.query.get("name", "").strip()
         if not NAME.fullmatch(name):
             raise wsgiws.Reject(reason="pick a name of 1 to 24 characters", status=400)
-        websocket.name = name
+        return name
+
+    @classmethod
+    def on_connect(cls, websocket: wsgiws.WebSocket, path: str) -> None:
+        websocket.name = name = cls.name_of(websocket)
         websocket.room = room = websocket.match.group("room")
         with _lock:
             websocket.join(f"room:{room}")

@@ -75,9 +75,13 @@ def contexts(browser: Browser) -> Iterator[list[BrowserContext]]:
 
 
 @pytest.fixture(scope="module", params=sorted(EXAMPLES))
-def example(request: pytest.FixtureRequest) -> Iterator[Example]:
-    """One chat example running as a subprocess on a free loopback port."""
-    running = Example(EXAMPLES[request.param], free_port())
+def example(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Example]:
+    """One chat example running as a subprocess on a free loopback port (the Flask
+    one keeps its database and key in a temporary folder, across restarts)."""
+    args = ("--data", str(tmp_path_factory.mktemp("chat"))) if request.param == "flask" else ()
+    running = Example(EXAMPLES[request.param], free_port(), *args)
     try:
         running.start()
         yield running

@@ -83,16 +83,36 @@ class Example:
 def open_chat(
     browser: Browser, contexts: list[BrowserContext], url: str, name: str, room: str = "lobby"
 ) -> Page:
-    """Open the chat as a new person (own browser context): pick ``name``, join ``room``."""
+    """Open the chat as a new person (own browser context): pick ``name``, join ``room``.
+
+    Where the example asks for a login (the Flask chat), ``name`` logs in with
+    :data:`PASSWORD` (the first login signs up) and the page uses that username.
+    """
     context = browser.new_context(viewport={"width": 1000, "height": 640})
     contexts.append(context)
     page = context.new_page()
     page.goto(f"{url}#{room}")
-    page.locator("#name-input").fill(name)
-    page.locator("#name-form button").click()
+    if page.locator("#login-form").count():
+        log_in(page, name)
+        page.goto(f"{url}#{room}")
+    else:
+        page.locator("#name-input").fill(name)
+        page.locator("#name-form button").click()
     expect(page.locator("#status")).to_have_attribute("data-state", "open")
     expect(page.locator("#online")).to_contain_text(name)
     return page
+
+
+#: The password of every account the browser tests make in the Flask chat.
+PASSWORD = "correct horse battery staple"
+
+
+def log_in(page: Page, username: str, password: str = PASSWORD) -> None:
+    """Fill in and send the Flask chat's login form; wait for the chat page."""
+    page.locator("#username").fill(username)
+    page.locator("#password").fill(password)
+    page.locator("#login-button").click()
+    expect(page.locator("#me")).to_have_text(username)
 
 
 def say(page: Page, text: str) -> None:
