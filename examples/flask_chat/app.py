@@ -27,6 +27,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from flask import Flask, abort, redirect, render_template_string, request, url_for
 from flask_login import (
     LoginManager,
     UserMixin,
@@ -39,7 +40,6 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from flask import Flask, abort, redirect, render_template_string, request, url_for
 from wsgiws.flask import FlaskMixin, WebSockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -12,13 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from flask import Flask
-
 from ..helpers import TIMEOUT
-from .flaskapp import PASSWORD, create_app
-
+from .flaskapp import PASSWORD, close_app, create_app
 
 #: Flask-Login 0.6.3 formats the User-Agent as bytes in its session identifier
 #: (``f"{addr}|{user_agent}"`` after ``.encode()``), which ``python -bb`` (the test
@@ -56,7 +54,7 @@ class Served:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(TIMEOUT)
-        self.app.extensions["wsgiws"].close()
+        close_app(self.app)
 
 
 @pytest.fixture

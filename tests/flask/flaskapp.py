@@ -21,12 +21,12 @@ import os
 import threading
 from typing import Any
 
+from flask import Flask, abort, current_app, g, redirect, request, session, url_for
 from flask_login import LoginManager, UserMixin, current_user, login_user
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from flask import Flask, abort, current_app, g, redirect, request, session, url_for
 from wsgiws import BaseWSClass, WebSocket
 from wsgiws.flask import FlaskMixin, WebSockets
 
@@ -201,6 +201,14 @@ def create_app(database: str, **config: Any) -> Flask:
     app.extensions["test_db"] = db
     app.extensions["test_note"] = Note
     return app
+
+
+def close_app(app: Flask) -> None:
+    """Stop the app's WebSocket server, then close its database connections (Python
+    3.13 warns about a SQLite connection left to the garbage collector)."""
+    app.extensions["wsgiws"].close()
+    with app.app_context():
+        app.extensions["test_db"].engine.dispose()
 
 
 if os.environ.get("WSGIWS_FLASK_TEST_DB"):

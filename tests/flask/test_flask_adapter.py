@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask, current_app, session
 from flask.sessions import SessionInterface, SessionMixin
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from werkzeug.datastructures import CallbackDict
 
 import wsgiws
-from flask import Flask, current_app, session
 from wsgiws.flask import ConfigError, FlaskMixin, ServerNameOrigins, WebSockets
 
 from ..helpers import TIMEOUT, wait_for

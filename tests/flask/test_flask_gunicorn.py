@@ -12,7 +12,7 @@ from websockets.sync.client import connect
 from ..helpers import TIMEOUT
 from ..servers.procs import ServerProcess, Spec, _gunicorn
 from .conftest import login
-from .flaskapp import create_app
+from .flaskapp import close_app, create_app
 
 pytestmark = [pytest.mark.flask, pytest.mark.slow]
 
@@ -22,7 +22,7 @@ def test_gunicorn_gthread_same_port(tmp_path: Path) -> None:
     login through the app gives the socket that user, and writes through
     ``db.session`` land in the database."""
     database = tmp_path / "app.sqlite3"
-    create_app(str(database)).extensions["wsgiws"].close()  # tables and users, once
+    close_app(create_app(str(database)))  # the tables and users, made once
     argv = _gunicorn("gthread", 2, "--threads", "4")[:-1]
     spec = Spec(
         "handoff",

@@ -38,11 +38,10 @@ from contextlib import AbstractContextManager
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
+from flask import Flask, current_app, has_app_context
 from flask.ctx import RequestContext
 from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from werkzeug.exceptions import HTTPException
-
-from flask import Flask, current_app, has_app_context
 
 from ..exceptions import Reject, Skip
 from ..handlers import BaseMixin
