@@ -25,6 +25,9 @@ ALLOWED = {
     # no public accessor for the socket, which the Redis backend then reads raw, in
     # large reads parsed at once (see wsgiws.redis_groups.Wire).
     ("redis_groups.py", "_sock"),
+    # werkzeug's LocalProxy (Flask-Login's current_user): its documented way to get the
+    # proxied object, to keep the user itself as websocket.user.
+    ("flask/mixins.py", "_get_current_object"),
 }
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from .options import Options
+from .options import SAME_ORIGIN, Options
 
 __all__ = [
     "DEFAULT_HOST",
@@ -29,7 +29,7 @@ __all__ = [
 #: and ``flask run``.
 DEFAULT_HOST: Final = "127.0.0.1"
 
-OriginsOption = tuple[str, ...] | Callable[[str | None], bool] | None
+OriginsOption = tuple[str, ...] | Callable[[str | None], bool] | str | None
 
 
 class ConfigError(ValueError):
@@ -90,18 +90,21 @@ def split_origin(origin: str) -> tuple[str, str, int | None] | None:
 def check_origins(setting: str, origins: Any, *, none_means: str) -> OriginsOption:
     """Validate an explicit origins setting and return the ``origins`` server option.
 
-    ``"*"`` (or a list holding it) means no check (``None``); a list or tuple must hold
+    ``"*"`` (or a list holding it) means no check (``None``); ``"same-origin"`` is
+    the server's own check of the ``Origin`` against the ``Host``; a list or tuple must hold
     origins such as ``"https://example.com"``; ``""`` in it allows handshakes without
     an ``Origin`` header. ``None`` is the caller's to interpret (``none_means``
     describes it in the error message).
     """
     if origins == "*":
         return None
+    if origins == SAME_ORIGIN:
+        return SAME_ORIGIN
     if isinstance(origins, str) or not isinstance(origins, (list, tuple)):
         raise ConfigError(
             setting,
-            f"must be a list of origins such as 'https://example.com', '*', or None "
-            f"{none_means}; got {origins!r}",
+            f"must be a list of origins such as 'https://example.com', '*', "
+            f"{SAME_ORIGIN!r}, or None {none_means}; got {origins!r}",
         )
     if "*" in origins:
         return None

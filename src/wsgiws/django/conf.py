@@ -91,7 +91,7 @@ class WebSocketSettings:
     host: str
     port: int | None
     middleware: tuple[str, ...]
-    origins: tuple[str, ...] | Callable[[str | None], bool] | None
+    origins: tuple[str, ...] | Callable[[str | None], bool] | str | None
     options: dict[str, Any]
 
 
@@ -195,7 +195,7 @@ def _check_order(paths: list[str] | tuple[str, ...], classes: list[Any]) -> None
                 )
 
 
-def _load_origins() -> tuple[str, ...] | Callable[[str | None], bool] | None:
+def _load_origins() -> tuple[str, ...] | Callable[[str | None], bool] | str | None:
     origins = getattr(settings, "WEBSOCKET_ALLOWED_ORIGINS", None)
     if origins is None:
         hosts = list(settings.ALLOWED_HOSTS)

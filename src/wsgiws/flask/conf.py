@@ -66,7 +66,7 @@ _OPTIONS: Final = {
 #: Every keyword argument of the extension, with its config key.
 KEYS: Final = {**_OWN, **_OPTIONS}
 
-OriginsOption = tuple[str, ...] | Callable[[str | None], bool] | None
+OriginsOption = tuple[str, ...] | Callable[[str | None], bool] | str | None
 
 
 @dataclasses.dataclass(frozen=True)

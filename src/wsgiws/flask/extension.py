@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from flask import Flask, current_app, has_app_context
+from flask import Flask, has_app_context
+from flask.globals import app_ctx
 
 from ..handlers import BaseWSClass
 from ..middleware import WebSocketMiddleware
@@ -155,7 +156,7 @@ class WebSockets:
             if len(self._middlewares) == 1:
                 return next(iter(self._middlewares.values()))
             if has_app_context():
-                app = current_app._get_current_object()  # type: ignore[attr-defined]
+                app = app_ctx.app
         found = self._middlewares.get(app) if app is not None else None
         if found is None:
             raise RuntimeError(

@@ -38,8 +38,9 @@ from contextlib import AbstractContextManager
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, current_app, has_app_context
+from flask import Flask, has_app_context
 from flask.ctx import RequestContext
+from flask.globals import app_ctx
 from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from werkzeug.exceptions import HTTPException
 
@@ -89,7 +90,7 @@ def _app() -> Flask:
             "extension pushes around each event: serve this handler with "
             "WebSockets(app), not with a bare WebSocketMiddleware"
         )
-    return current_app._get_current_object()  # type: ignore[attr-defined, no-any-return]
+    return app_ctx.app
 
 
 def _before_request(app: Flask) -> None:
