@@ -34,7 +34,9 @@ def configure(redis_url: str) -> None:
             "default": {
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
                 "CONFIG": {
-                    "hosts": [{"address": redis_url, "socket_timeout": 120}],
+                    "hosts": [
+                        {"address": redis_url, "socket_timeout": 120, "max_connections": 4000}
+                    ],
                     "capacity": 1_000_000,
                     "expiry": 120,
                     "group_expiry": 3600,
