@@ -230,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
             few = {**bcast, "bcast-count": min(CHANNELS_BCAST_COUNT, bcast["bcast-count"])}
             few["duration"] = max(float(bcast["duration"]), 60.0)
+            few["connect-timeout"] = 60  # 1,000 group_add calls take a while
             plan.append(("broadcast", "channels-redis-1proc", [channels], "/bcast", few))
 
     print(
