@@ -7,8 +7,8 @@ itself as its :class:`~wsgiws.session.Host` — options, loop, pool, routes and 
 process's group hub (:data:`wsgiws.groups.hub`).
 
 Thread affinity: the public methods may be called from any thread (:meth:`Server.close`
-from any but the loop's); the private ``_accept``/``_begin_close``/``_abort_all``
-family runs on the loop thread.
+from any but the loop's); the accept callback, ``_new_session``, ``_begin_close`` and
+``_abort_all`` run on the loop thread (checked under ``python -X dev``).
 """
 
 from __future__ import annotations
