@@ -304,3 +304,19 @@ def test_out_of_descriptors_pauses_accepting_then_recovers() -> None:
         assert proc.wait(TIMEOUT) == 0
         errors = [line for line in proc.stderr.read().splitlines() if "accept failed" in line]
     assert 1 <= len(errors) <= 10, errors
+
+
+def test_exit_and_fork_hooks_run_by_stage_not_by_import_order() -> None:
+    """Servers close before group backends at exit; after fork the hub is reset
+    first, then backends restart, then servers (see wsgiws.lifecycle)."""
+    import wsgiws.redis_groups  # noqa: F401  (registers the backend stages)
+    from wsgiws import lifecycle
+
+    exit_order = [hook.__module__ for hook in lifecycle._ordered(lifecycle._exit_hooks)]
+    assert exit_order.index("wsgiws.server") < exit_order.index("wsgiws.redis_groups")
+    fork_order = [hook.__module__ for hook in lifecycle._ordered(lifecycle._fork_hooks)]
+    assert (
+        fork_order.index("wsgiws.groups")
+        < fork_order.index("wsgiws.redis_groups")
+        < fork_order.index("wsgiws.server")
+    )
