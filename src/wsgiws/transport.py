@@ -615,7 +615,11 @@ class Transport:
             if self._paused:  # paused again meanwhile: stay out of the selector
                 self._read_suspended = True
                 return
-        if self.proto.state in (State.OPEN, State.CLOSING) and not self._lingering:
+        if (
+            self.proto.state in (State.OPEN, State.CLOSING)
+            and not self._lingering
+            and not self.proto.failure_pending  # nothing is read after a violation
+        ):
             self._set_reading(True)
             if self._tls and self.sock.pending():  # type: ignore[attr-defined]
                 self._on_readable()  # decrypted bytes: no readiness will come
