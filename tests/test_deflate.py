@@ -11,10 +11,12 @@ import inspect
 import zlib
 from importlib.metadata import version
 
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import Connection
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameProtocol, Opcode, RsvBits
 
-from wsgiws.deflate import PRIVATE_ATTRIBUTES, BoundedDeflate
+from wsgiws.deflate import PRIVATE_ATTRIBUTES, BoundedDeflate, between_frames
 
 WHY = (
     "wsgiws.deflate.BoundedDeflate bounds decompression with these attributes; "
@@ -94,3 +96,21 @@ def test_client_no_context_takeover_starts_each_message_afresh() -> None:
     extension.accept("permessage-deflate; client_no_context_takeover")
     for _ in range(2):
         assert inflate(extension, compress(b"b" * 500)) == b"b" * 500
+
+
+def test_wsproto_still_has_the_parser_state_between_frames_reads() -> None:
+    """between_frames reads wsproto's parser state through these private attributes."""
+    connection = Connection(ConnectionType.SERVER)
+    proto = getattr(connection, "_proto", None)
+    assert proto is not None, "wsproto's Connection has no _proto: " + WHY.format(
+        version=version("wsproto")
+    )
+    for name in ("_frame_decoder", "_message_decoder"):
+        assert hasattr(proto, name), f"wsproto's FrameProtocol has no {name}: " + WHY.format(
+            version=version("wsproto")
+        )
+    decoder = proto._frame_decoder
+    assert hasattr(decoder.buffer, "buffer") and hasattr(decoder, "header")
+    assert hasattr(proto._message_decoder, "opcode")
+    ws = WSConnection(ConnectionType.SERVER)
+    assert not between_frames(ws)  # no connection before the handshake

@@ -28,6 +28,10 @@ ALLOWED = {
     # werkzeug's LocalProxy (Flask-Login's current_user): its documented way to get the
     # proxied object, to keep the user itself as websocket.user.
     ("flask/mixins.py", "_get_current_object"),
+    # wsproto's parser state: whether it is between frames (the protocol's fast path).
+    ("deflate.py", "_proto"),
+    ("deflate.py", "_frame_decoder"),
+    ("deflate.py", "_message_decoder"),
 }
 
 

@@ -36,6 +36,11 @@ through it, with the same results. :data:`MASKER_PATCHED` tells whether it is in
 place; if a wsproto release renamed the class, wsproto is left as it is (correct,
 only slower) and ``tests/test_mask.py`` fails with a message naming this module.
 
+:func:`between_frames` tells the protocol's fast path when wsproto's parser is
+between frames (no byte buffered, no fragmented message begun), which needs the
+private ``_proto`` of wsproto's ``Connection`` and the ``_frame_decoder`` and
+``_message_decoder`` of its ``FrameProtocol``.
+
 This is the only module of wsgiws that touches a private attribute of wsproto (or
 of h11), or replaces anything in it. The supported wsproto versions are pinned in
 ``pyproject.toml`` (upper bound included), and ``tests/test_deflate.py`` fails with
@@ -50,12 +55,19 @@ import zlib
 from typing import Final
 
 import wsproto.frame_protocol
+from wsproto import WSConnection
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 
 from .mask import Masker
 
-__all__ = ["MASKER_PATCHED", "ORIGINAL_MASKER", "PRIVATE_ATTRIBUTES", "BoundedDeflate"]
+__all__ = [
+    "MASKER_PATCHED",
+    "ORIGINAL_MASKER",
+    "PRIVATE_ATTRIBUTES",
+    "BoundedDeflate",
+    "between_frames",
+]
 
 #: wsproto's own masker class, or ``None`` if this wsproto has none by that name.
 ORIGINAL_MASKER: Final = getattr(wsproto.frame_protocol, "XorMaskerSimple", None)
@@ -190,3 +202,22 @@ class BoundedDeflate(PerMessageDeflate):
         if self.client_no_context_takeover:
             self._decompressor = None
         return out
+
+
+def between_frames(ws: WSConnection) -> bool:
+    """True when wsproto's parser holds no byte and no message is in progress.
+
+    Then a complete, unfragmented data frame means the same to wsproto whoever
+    parses it: :meth:`wsgiws.protocol.ServerProtocol.receive_data` parses such frames
+    itself (tested against wsproto in ``tests/test_fast_path.py``).
+    """
+    connection = ws.connection
+    if connection is None:  # before the handshake is accepted
+        return False
+    proto = connection._proto
+    decoder = proto._frame_decoder
+    return (
+        not decoder.buffer.buffer
+        and decoder.header is None
+        and proto._message_decoder.opcode is None
+    )

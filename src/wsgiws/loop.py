@@ -98,6 +98,7 @@ class SelectorLoop:
         self._closed = False
         #: The thread running :meth:`run`, set when it starts.
         self.thread_id: int | None = None
+        self._read_buffer: memoryview | None = None
 
     # -- any thread ----------------------------------------------------------------
 
@@ -143,6 +144,17 @@ class SelectorLoop:
             )
 
     # -- loop thread ---------------------------------------------------------------
+
+    def read_buffer(self, size: int) -> memoryview:
+        """A buffer of at least ``size`` bytes for ``recv_into``, shared by every
+        reader on the loop thread: what is read into it must be used or copied
+        before the next read (loop thread only)."""
+        if CHECK_THREADS:
+            self.check_thread()
+        buffer = self._read_buffer
+        if buffer is None or len(buffer) < size:
+            buffer = self._read_buffer = memoryview(bytearray(size))
+        return buffer
 
     def call_later(self, delay: float, callback: Callback) -> TimerHandle:
         """Run ``callback`` on the loop thread after ``delay`` seconds (loop thread only)."""

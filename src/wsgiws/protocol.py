@@ -6,7 +6,11 @@ Theory of operation
 :class:`ServerProtocol` parses the opening handshake with h11 (bounded in size), hands
 the parsed request to wsproto through ``initiate_upgrade_connection`` — the same entry
 point a WSGI server's already-parsed request takes — and then lets wsproto parse and
-validate frames. On top of wsproto it assembles fragmented messages under
+validate frames. The common case has a fast path: while wsproto is between frames,
+complete unfragmented text and binary frames are parsed here (one header check, one
+unmask, one decode per message) and anything else is left to wsproto, the reference;
+``tests/test_fast_path.py`` checks on random and adversarial streams, cut at random
+points, that both give the same events, bytes and close codes. On top of wsproto it assembles fragmented messages under
 ``max_message_size`` and maps every failure to exactly one answer: an HTTP response
 during the handshake, a close frame afterwards. It never raises for bad input.
 
@@ -60,7 +64,7 @@ from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, Opcode
 from wsproto.utilities import ProtocolError, RemoteProtocolError
 
-from .deflate import BoundedDeflate
+from .deflate import BoundedDeflate, between_frames
 
 __all__ = [
     "CloseReceived",
@@ -377,6 +381,11 @@ class DeclaredSize:
                 return i
         return None
 
+    def at_boundary(self) -> bool:
+        """True between frames and outside a fragmented message: a complete frame
+        that is a whole message may be skipped without feeding it."""
+        return not self._skip and not self._head and not self._in_message
+
     def _check(self, first: int, length: int) -> bool:
         """Account one frame header; True if its message is now too big."""
         opcode, fin = first & 0x0F, bool(first & 0x80)
@@ -396,6 +405,28 @@ class DeclaredSize:
         return self.total > limit
 
 
+#: ``_XOR_TABLES[k]`` maps every byte ``b`` to ``b ^ k``.
+_XOR_TABLES: Final = [bytes(b ^ k for b in range(256)) for k in range(256)]
+#: Up to this size one big-integer XOR unmasks fastest; above it, four translates.
+_INT_XOR_MAX: Final = 1024
+
+
+def unmask(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
+    """Return ``data`` XORed with the 4-byte ``key`` repeated (RFC 6455 §5.3)."""
+    size = len(data)
+    if size <= _INT_XOR_MAX:
+        whole, rest = divmod(size, 4)
+        stream = int.from_bytes(key * whole + key[:rest], "little")
+        return (int.from_bytes(data, "little") ^ stream).to_bytes(size, "little")
+    out = bytearray(data)
+    a, b, c, d = (_XOR_TABLES[k] for k in key)
+    out[0::4] = out[0::4].translate(a)
+    out[1::4] = out[1::4].translate(b)
+    out[2::4] = out[2::4].translate(c)
+    out[3::4] = out[3::4].translate(d)
+    return bytes(out)
+
+
 def _utf8_len(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
@@ -410,6 +441,9 @@ class ServerProtocol:
         hold_failure_close: on a protocol violation of the peer, hold the close frame
             back until :meth:`close_failed`, so that the answers to the messages
             received before the violation can go out first (see :class:`Failed`).
+        fast: parse whole unfragmented data frames without wsproto when it is
+            between frames (see :meth:`_fast_frames`); ``False`` leaves every byte
+            to wsproto (the reference the fast path is tested against).
     """
 
     def __init__(
@@ -418,11 +452,17 @@ class ServerProtocol:
         max_message_size: int | None = None,
         max_request_size: int = MAX_REQUEST_SIZE,
         hold_failure_close: bool = False,
+        fast: bool = True,
     ) -> None:
         self.max_message_size = max_message_size
         self.hold_failure_close = hold_failure_close
         # The close frame (code, reason) held back after a violation of the peer.
         self._held_close: tuple[int, str] | None = None
+        self._fast_allowed = fast
+        # Set at accept: the fast path runs (no extension negotiated).
+        self._fast = False
+        # The fast path's bytes of a data frame still incomplete, when it took one.
+        self._stash = bytearray()
         self.max_request_size = max_request_size
         #: The negotiated server window size when permessage-deflate is on, else None.
         self.deflate_bits: int | None = None
@@ -472,12 +512,111 @@ class ServerProtocol:
 
     # -- input ---------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> list[Event]:
-        """Feed bytes received from the peer; return the events they complete."""
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """Feed bytes received from the peer; return the events they complete.
+
+        ``data`` is not kept: the caller may reuse its buffer afterwards.
+        """
         if self.state is State.CONNECTING:
-            return self._receive_handshake(data)
+            return self._receive_handshake(bytes(data))
         if self.state is State.CLOSED or self._held_close is not None:
             return []  # late bytes after the close or a violation: discarded
+        if self._fast and (self._stash or self._wsproto_between_frames()):
+            events, used = self._fast_frames(data)
+            if used == len(data):
+                return events
+            events += self._receive_slow(bytes(data[used:]))
+            return events
+        return self._receive_slow(bytes(data))
+
+    def _wsproto_between_frames(self) -> bool:
+        """True when wsproto holds no byte and no message in progress, and the
+        declared-size scanner is between frames too."""
+        return (
+            not self._parts
+            and (self._declared is None or self._declared.at_boundary())
+            and between_frames(self._ws)
+        )
+
+    def _fast_frames(self, data: bytes | bytearray | memoryview) -> tuple[list[Event], int]:
+        """Parse the complete, unfragmented, masked text and binary frames at the
+        start of ``data``; return their messages and how many bytes of ``data`` were
+        used (all of them when the rest went to wsproto or to the stash).
+
+        Called only when wsproto is between frames (or with a stash, which began
+        between frames), so these frames mean exactly what wsproto would make of
+        them. The first frame of any other kind (control, fragment, reserved bits,
+        unmasked, over the limit, invalid UTF-8, a length not minimally encoded)
+        stops the fast path: it and what follows are left to wsproto. An incomplete
+        binary frame whose header passed is kept in ``_stash`` (at most
+        ``max_message_size`` plus one read) until it is whole; an incomplete text
+        frame goes to wsproto, which checks its UTF-8 as it arrives.
+        """
+        events: list[Event] = []
+        stash = self._stash
+        buf: bytes | bytearray | memoryview
+        if stash:
+            stash += data
+            buf = stash
+        else:
+            buf = data
+        limit = self.max_message_size
+        n = len(buf)
+        i = 0
+        while n - i >= 6:
+            first = buf[i]
+            second = buf[i + 1]
+            opcode = first ^ 0x80
+            if (opcode != 1 and opcode != 2) or not second & 0x80:
+                break  # not FIN, reserved bits, another opcode, or unmasked
+            length = second & 0x7F
+            if length < 126:
+                start = i + 6
+            elif length == 126:
+                start = i + 8
+                if n < start:
+                    break
+                length = (buf[i + 2] << 8) | buf[i + 3]
+                if length < 126:
+                    break
+            else:
+                start = i + 14
+                if n < start:
+                    break
+                length = int.from_bytes(buf[i + 2 : i + 10], "big")
+                if length < 65536 or length >> 63:
+                    break
+            if limit is not None and length > limit:
+                break
+            end = start + length
+            if end > n:
+                if opcode != 2:
+                    break
+                # Keep the incomplete binary frame; wsproto sees none of it yet.
+                if buf is stash:
+                    del stash[:i]
+                else:
+                    stash += buf[i:]
+                return events, len(data)
+            payload = unmask(buf[start:end], bytes(buf[start - 4 : start]))
+            if opcode == 1:
+                try:
+                    events.append(MessageReceived(payload.decode()))
+                except UnicodeDecodeError:
+                    break
+            else:
+                events.append(MessageReceived(payload))
+            i = end
+        if buf is stash:
+            rest = bytes(stash[i:])
+            stash.clear()
+            if rest:
+                events += self._receive_slow(rest)
+            return events, len(data)
+        return events, i
+
+    def _receive_slow(self, data: bytes) -> list[Event]:
+        """Feed bytes to wsproto (through the declared-size check)."""
         if self._declared is not None:
             end = self._declared.feed(data)
             if end is not None:
@@ -513,6 +652,7 @@ class ServerProtocol:
     def _closed(self) -> None:
         self.state = State.CLOSED
         self._early.clear()
+        self._stash = bytearray()
 
     def start_from_request(self, target: str, headers: Iterable[tuple[str, str]]) -> Event:
         """Start from a request head that a WSGI server already parsed.
@@ -749,6 +889,7 @@ class ServerProtocol:
                 self.max_message_size, deflate=self.deflate_bits is not None
             )
         self.state = State.OPEN
+        self._fast = self._fast_allowed and self.deflate_bits is None
         # Frames sent during the decision were encoded without knowing whether
         # compression would be negotiated: they are plain frames, valid either way.
         self._out += self._early

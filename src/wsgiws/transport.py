@@ -507,8 +507,9 @@ class Transport:
 
     def _read_once(self) -> bool:
         """Read and handle one chunk; return True if the connection may read on."""
+        view = self._loop.read_buffer(READ_SIZE)
         try:
-            data = self.sock.recv(READ_SIZE)
+            data = view[: self.sock.recv_into(view)]
         except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return False
         except OSError:
@@ -526,7 +527,7 @@ class Transport:
         self._received(data)
         return not self._closed
 
-    def _received(self, data: bytes) -> None:
+    def _received(self, data: memoryview) -> None:
         with self.lock:
             events = self.proto.receive_data(data)
             self._write_locked(self.proto.data_to_send())
