@@ -10,9 +10,10 @@ validate frames. The common case has a fast path: while wsproto is between frame
 complete unfragmented text and binary frames are parsed here (one header check, one
 unmask, one decode per message) and anything else is left to wsproto, the reference;
 ``tests/test_fast_path.py`` checks on random and adversarial streams, cut at random
-points, that both give the same events, bytes and close codes. On top of wsproto it assembles fragmented messages under
-``max_message_size`` and maps every failure to exactly one answer: an HTTP response
-during the handshake, a close frame afterwards. It never raises for bad input.
+points, that both give the same events, bytes and close codes. On top of wsproto it
+assembles fragmented messages under ``max_message_size`` and maps every failure to
+exactly one answer: an HTTP response during the handshake, a close frame afterwards.
+It never raises for bad input.
 
 It has no socket, no thread and no clock. The caller feeds bytes with
 :meth:`~ServerProtocol.receive_data` (which returns events), issues commands
