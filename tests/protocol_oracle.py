@@ -62,8 +62,8 @@ def pieces(data: bytes, sizes: Sequence[int]) -> list[bytes]:
 
 def held_bytes(server: ServerProtocol) -> int:
     """Bytes the protocol holds for input not yet complete (messages and frames)."""
-    held = server._size + len(server._pending)
-    connection = getattr(server._ws, "_connection", None)
+    held = server._size + len(server._pending) + len(server._stash)
+    connection = getattr(server._ws, "connection", server._ws)  # a Connection once open
     proto = getattr(connection, "_proto", None)
     decoder = getattr(proto, "_frame_decoder", None)
     buffer = getattr(decoder, "buffer", None)

@@ -439,6 +439,53 @@ def test_cork_holds_the_corking_threads_writes_only(registry: wsgiws.Registry) -
         host.stop()
 
 
+def test_inline_handler_runs_messages_on_the_loop_thread() -> None:
+    """``inline = True``: on_message runs on the loop thread, in order; on_connect
+    and on_close still run on workers."""
+    registry = wsgiws.Registry()
+    threads: list[tuple[str, int]] = []
+
+    @wsgiws.Namespace(r"/inline", registry=registry)
+    class Inline(wsgiws.BaseWSClass):
+        inline = True
+
+        @classmethod
+        def on_connect(cls, websocket: wsgiws.WebSocket, path: str) -> None:
+            threads.append(("connect", threading.get_ident()))
+
+        @classmethod
+        def on_message(cls, websocket: wsgiws.WebSocket, message: str | bytes) -> None:
+            threads.append(("message", threading.get_ident()))
+            if message == "boom":
+                raise ValueError("handler bug")
+            websocket.send(message)
+
+        @classmethod
+        def on_close(cls, websocket: wsgiws.WebSocket) -> None:
+            threads.append(("close", threading.get_ident()))
+
+    host = FakeHost(registry)
+    try:
+        session, client = host.connect("/inline")
+        with client:
+            client.accept()
+            client.send_raw(b"".join(client.ws.send(TextMessage(str(i))) for i in range(20)))
+            for i in range(20):
+                event = client.next_event()
+                assert isinstance(event, TextMessage) and event.data == str(i)
+            client.send(TextMessage("boom"))  # an exception closes with 1011, as on a worker
+            event = client.next_event()
+            assert isinstance(event, CloseConnection) and event.code == 1011
+        host.wait_done(session)
+        loop_thread = host.loop.thread_id
+        kinds = {kind for kind, thread in threads if thread == loop_thread}
+        assert kinds == {"message"}
+        assert [kind for kind, _ in threads].count("message") == 21
+        assert threads[0][0] == "connect" and threads[-1][0] == "close"
+    finally:
+        host.stop()
+
+
 DEV_MODE_SCRIPT = """
 import threading
 import wsgiws

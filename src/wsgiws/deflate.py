@@ -56,6 +56,7 @@ from typing import Final
 
 import wsproto.frame_protocol
 from wsproto import WSConnection
+from wsproto.connection import Connection
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 
@@ -204,14 +205,14 @@ class BoundedDeflate(PerMessageDeflate):
         return out
 
 
-def between_frames(ws: WSConnection) -> bool:
+def between_frames(ws: WSConnection | Connection) -> bool:
     """True when wsproto's parser holds no byte and no message is in progress.
 
     Then a complete, unfragmented data frame means the same to wsproto whoever
     parses it: :meth:`wsgiws.protocol.ServerProtocol.receive_data` parses such frames
     itself (tested against wsproto in ``tests/test_fast_path.py``).
     """
-    connection = ws.connection
+    connection = ws.connection if isinstance(ws, WSConnection) else ws
     if connection is None:  # before the handshake is accepted
         return False
     proto = connection._proto

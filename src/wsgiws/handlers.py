@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from .exceptions import Skip
 
@@ -45,7 +45,17 @@ class BaseWSClass:
             @classmethod
             def on_message(cls, websocket, message):
                 websocket.send(message)
+
+    Set ``inline = True`` on a handler class whose ``on_message`` (and the
+    ``on_message`` of its mixins) never blocks — no I/O but ``websocket.send``, no
+    lock held long, no sleep — to run it on the server's loop thread, which saves
+    the hand-off to a worker. The risk is the whole server's: while an inline
+    handler runs, no other connection is read or written, and a handler that blocks
+    stalls every client. ``on_connect`` and ``on_close`` still run on workers.
     """
+
+    #: Run ``on_message`` on the loop thread (see above). Off by default.
+    inline: ClassVar[bool] = False
 
     @classmethod
     def on_connect(cls, websocket: WebSocket, path: str) -> None:
@@ -113,6 +123,7 @@ class Chain:
         handler: the handler class; every function is called with it as ``cls``.
         connect, message, close: ``(function, is_mixin)`` pairs, mixins first.
         contexts: the mixins' ``event_context`` functions, outermost first.
+        inline: the handler declared ``inline = True``: messages run on the loop thread.
     """
 
     handler: type[BaseWSClass]
@@ -120,6 +131,7 @@ class Chain:
     message: tuple[tuple[Method, bool], ...]
     close: tuple[tuple[Method, bool], ...]
     contexts: tuple[Method, ...] = ()
+    inline: bool = False
 
     @classmethod
     def build(cls, handler: type[BaseWSClass]) -> Chain:
@@ -153,7 +165,12 @@ class Chain:
                         break
             chains[name] = tuple(steps)
         return cls(
-            handler, chains["on_connect"], chains["on_message"], chains["on_close"], contexts
+            handler,
+            chains["on_connect"],
+            chains["on_message"],
+            chains["on_close"],
+            contexts,
+            inline=handler.inline is True,
         )
 
     def _around(self, websocket: WebSocket, event: str) -> AbstractContextManager[object]:

@@ -50,7 +50,7 @@ from urllib.parse import unquote
 
 import h11
 from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
+from wsproto.connection import Connection, ConnectionState
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -447,6 +447,30 @@ class ServerProtocol:
             to wsproto (the reference the fast path is tested against).
     """
 
+    # Slots: one of these lives as long as its connection (memory per connection).
+    __slots__ = (
+        "_declared",
+        "_early",
+        "_early_size",
+        "_fast",
+        "_fast_allowed",
+        "_h11",
+        "_held_close",
+        "_out",
+        "_parts",
+        "_pending",
+        "_seen",
+        "_size",
+        "_stash",
+        "_ws",
+        "deflate_bits",
+        "hold_failure_close",
+        "max_message_size",
+        "max_request_size",
+        "request",
+        "state",
+    )
+
     def __init__(
         self,
         *,
@@ -475,7 +499,9 @@ class ServerProtocol:
         self._h11: h11.Connection | None = h11.Connection(
             h11.SERVER, max_incomplete_event_size=max_request_size
         )
-        self._ws = WSConnection(ConnectionType.SERVER)
+        # wsproto: the whole WSConnection during the handshake, then only its
+        # Connection (the handshake's h11 state is not kept for the connection).
+        self._ws: WSConnection | Connection = WSConnection(ConnectionType.SERVER)
         # Bytes queued for the peer, as chunks: a lone frame is handed out as is.
         self._out: list[bytes] = []
         # Frames sent while the handshake is decided, queued after the 101.
@@ -716,6 +742,7 @@ class ServerProtocol:
         except h11.RemoteProtocolError:
             pass  # reported by the upgrade checks already, or harmless
         self._pending = self._h11.trailing_data[0]
+        self._h11 = None  # done with HTTP: h11's state is not kept for the connection
         return [result]
 
     def _upgrade(self, target: bytes, headers: list[tuple[bytes, bytes]]) -> Event:
@@ -733,6 +760,7 @@ class ServerProtocol:
         # (400, or 426 with Sec-WebSocket-Version: 13 for a wrong version); then the
         # requirements of RFC 6455 §4.2.1 that wsproto leaves unchecked.
         try:
+            assert isinstance(self._ws, WSConnection)
             self._ws.initiate_upgrade_connection(headers, target)
             events = list(self._ws.events())
             request = events[0]
@@ -885,6 +913,8 @@ class ServerProtocol:
         )
         if extensions and extensions[0].enabled():
             self.deflate_bits = extensions[0].server_max_window_bits
+        assert isinstance(self._ws, WSConnection) and self._ws.connection is not None
+        self._ws = self._ws.connection
         if self.max_message_size is not None:
             self._declared = DeclaredSize(
                 self.max_message_size, deflate=self.deflate_bits is not None

@@ -132,6 +132,28 @@ class Session:
         environ: the WSGI environ of a request handed over by a WSGI server.
     """
 
+    # Slots: one of these lives as long as its connection (memory per connection).
+    __slots__ = (
+        "_chain",
+        "_drop_messages",
+        "_environ",
+        "_executor",
+        "_groups",
+        "_handler_log",
+        "_lock",
+        "_options",
+        "_paused",
+        "_queued",
+        "_quick",
+        "closed_event",
+        "host",
+        "id",
+        "log",
+        "remote_addr",
+        "transport",
+        "websocket",
+    )
+
     def __init__(
         self,
         host: Host,
@@ -246,7 +268,13 @@ class Session:
 
     def messages_received(self, messages: list[str | bytes]) -> None:
         """Queue the messages to the handlers as one task; past ``max_queue``, stop
-        reading."""
+        reading. A handler declared ``inline`` runs them here, on the loop thread."""
+        chain = self._chain
+        if chain is not None and chain.inline and self._executor.idle():
+            with self._lock:
+                self._queued += len(messages)
+            self._run_messages(messages)
+            return
         with self._lock:
             self._queued += len(messages)
             if self._queued > self._options.max_queue and not self._paused:

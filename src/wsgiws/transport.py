@@ -119,6 +119,42 @@ class Transport:
         log: the connection's logger.
     """
 
+    # Slots: one of these lives as long as its connection (memory per connection).
+    __slots__ = (
+        "_broken",
+        "_close_when_flushed",
+        "_closed",
+        "_corked",
+        "_early_close",
+        "_failure_timer",
+        "_finished",
+        "_lingering",
+        "_loop",
+        "_options",
+        "_out",
+        "_paused",
+        "_ping_payload",
+        "_ping_timer",
+        "_pong_timer",
+        "_read_suspended",
+        "_reading",
+        "_timer",
+        "_tls",
+        "_tls_handshaking",
+        "_tls_want_write",
+        "_user",
+        "_write_requested",
+        "accepted",
+        "close_code",
+        "close_reason",
+        "debug",
+        "lock",
+        "log",
+        "proto",
+        "server_addr",
+        "sock",
+    )
+
     def __init__(
         self,
         sock: socket.socket,

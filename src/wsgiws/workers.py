@@ -21,7 +21,6 @@ at any time, and tasks run in submission order.
 
 from __future__ import annotations
 
-import collections
 import queue
 import threading
 from collections.abc import Callable
@@ -110,7 +109,9 @@ class SerialExecutor:
     def __init__(self, pool: WorkerPool) -> None:
         self._pool = pool
         self._lock = threading.Lock()
-        self._tasks: collections.deque[Task] = collections.deque()
+        # A list, not a deque: a connection queues a few tasks (one per read), and
+        # an empty list is a tenth of an empty deque's size (memory per connection).
+        self._tasks: list[Task] = []
         self._running = False
 
     def submit(self, task: Task) -> None:
@@ -122,13 +123,17 @@ class SerialExecutor:
             self._running = True
         self._pool.submit(self._drain)
 
+    def idle(self) -> bool:
+        """True when no task of this connection is queued or running. Any thread."""
+        return not self._running
+
     def _drain(self) -> None:
         for _ in range(BATCH):
             with self._lock:
                 if not self._tasks:
                     self._running = False
                     return
-                task = self._tasks.popleft()
+                task = self._tasks.pop(0)
             try:
                 task()
             except BaseException:  # pragma: no cover - tasks handle their own errors
