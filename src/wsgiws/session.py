@@ -64,6 +64,8 @@ __all__ = ["GroupRegistry", "Host", "Session"]
 
 #: Seconds a handler call may take and still count as quick (see _run_messages).
 QUICK_HANDLER = 0.001
+#: Quick calls in a row after which the replies of a batch are held for one send.
+QUICK_STREAK = 8
 
 
 class GroupRegistry(Protocol):
@@ -180,8 +182,8 @@ class Session:
         self._lock = threading.Lock()
         self._queued = 0
         self._paused = False
-        # Whether every handler call so far returned within QUICK_HANDLER.
-        self._quick = True
+        # Handler calls in a row that returned within QUICK_HANDLER (up to QUICK_STREAK).
+        self._quick = 0
         # After a handler rejected or failed: messages still queued are dropped.
         self._drop_messages = False
         #: The handlers' view, once the handshake request was routed.
@@ -273,7 +275,7 @@ class Session:
         if chain is not None and chain.inline and self._executor.idle():
             with self._lock:
                 self._queued += len(messages)
-            self._run_messages(messages)
+            self._run_messages(messages, inline=True)
             return
         with self._lock:
             self._queued += len(messages)
@@ -363,30 +365,33 @@ class Session:
             subprotocol = websocket.subprotocol = None
         self.transport.accept(subprotocol, compression=self._options.compression == "deflate")
 
-    def _run_messages(self, messages: list[str | bytes]) -> None:
-        if len(messages) == 1 or not self._quick:
-            for message in messages:
-                self._run_message(message)
-            return
-        # The replies to a batch leave in one send (cork), so each waits for the
-        # handlers after it in the batch: only while this connection's handlers
-        # have all been quick. One slow call (a query, a sleep, a handler that
-        # streams) ends holding for the connection.
+    def _run_messages(self, messages: list[str | bytes], *, inline: bool = False) -> None:
+        # The replies to a batch may leave in one send (cork), each then waiting
+        # for the handlers after it in the batch: only inline (handlers declared
+        # never to block) or after QUICK_STREAK quick calls in a row. A slow call
+        # (a query, a sleep, a handler that streams) writes what was held at once
+        # and ends holding until the handlers are quick again.
+        hold = len(messages) > 1 and (inline or self._quick >= QUICK_STREAK)
         transport = self.transport
-        transport.cork()
+        if hold:
+            transport.cork()
         try:
-            for i, message in enumerate(messages):
-                if not self._quick:
-                    transport.uncork()
-                    for rest in messages[i:]:
-                        self._run_message(rest)
-                    return
+            for message in messages:
+                if inline:
+                    self._run_message(message)
+                    continue
                 start = time.perf_counter()
                 self._run_message(message)
                 if time.perf_counter() - start > QUICK_HANDLER:
-                    self._quick = False
+                    self._quick = 0
+                    if hold:
+                        hold = False
+                        transport.uncork()
+                elif self._quick < QUICK_STREAK:
+                    self._quick += 1
         finally:
-            transport.uncork()
+            if hold:
+                transport.uncork()
 
     def _run_message(self, message: str | bytes) -> None:
         websocket, chain = self.websocket, self._chain
