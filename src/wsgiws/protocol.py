@@ -66,6 +66,7 @@ from wsproto.frame_protocol import CloseReason, Opcode
 from wsproto.utilities import ProtocolError, RemoteProtocolError
 
 from .deflate import BoundedDeflate, between_frames
+from .mask import apply_mask
 
 __all__ = [
     "CloseReceived",
@@ -406,28 +407,6 @@ class DeclaredSize:
         return self.total > limit
 
 
-#: ``_XOR_TABLES[k]`` maps every byte ``b`` to ``b ^ k``.
-_XOR_TABLES: Final = [bytes(b ^ k for b in range(256)) for k in range(256)]
-#: Up to this size one big-integer XOR unmasks fastest; above it, four translates.
-_INT_XOR_MAX: Final = 1024
-
-
-def unmask(data: bytes | bytearray | memoryview, key: bytes) -> bytes:
-    """Return ``data`` XORed with the 4-byte ``key`` repeated (RFC 6455 §5.3)."""
-    size = len(data)
-    if size <= _INT_XOR_MAX:
-        whole, rest = divmod(size, 4)
-        stream = int.from_bytes(key * whole + key[:rest], "little")
-        return (int.from_bytes(data, "little") ^ stream).to_bytes(size, "little")
-    out = bytearray(data)
-    a, b, c, d = (_XOR_TABLES[k] for k in key)
-    out[0::4] = out[0::4].translate(a)
-    out[1::4] = out[1::4].translate(b)
-    out[2::4] = out[2::4].translate(c)
-    out[3::4] = out[3::4].translate(d)
-    return bytes(out)
-
-
 def _utf8_len(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
@@ -625,7 +604,7 @@ class ServerProtocol:
                 else:
                     stash += buf[i:]
                 return events, len(data)
-            payload = unmask(buf[start:end], bytes(buf[start - 4 : start]))
+            payload = apply_mask(buf[start:end], bytes(buf[start - 4 : start]))
             if opcode == 1:
                 try:
                     events.append(MessageReceived(payload.decode()))
