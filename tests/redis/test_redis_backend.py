@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -14,15 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from websockets.sync.client import connect
 
+import redis
 import wsgiws
 from wsgiws.groups import Envelope
 from wsgiws.protocol import PreparedMessage
 from wsgiws.redis_groups import RedisBackend, pack
 
 from ..helpers import FACTOR, TIMEOUT, free_port, serve, wait_for
-from .conftest import RedisServer, Spawner
+from .conftest import REDIS_SERVER, RedisServer, Spawner
 
 pytestmark = pytest.mark.redis
 
@@ -439,3 +442,50 @@ def test_cluster_mode_against_a_plain_redis_says_why_it_cannot_connect(
         assert not backend.connected and backend.stats.outages == 1
     finally:
         backend.close()
+
+
+def test_tls_rediss_url(tmp_path: Path, registry: wsgiws.Registry) -> None:
+    """A rediss:// URL (TLS, certificate checked against a CA) works both ways."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (Debian package redis-server)")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    port = free_port()
+    args = [REDIS_SERVER, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1"]
+    args += ["--tls-cert-file", str(tmp_path / "cert.pem")]
+    args += ["--tls-key-file", str(tmp_path / "key.pem")]
+    args += ["--tls-ca-cert-file", str(tmp_path / "ca.pem"), "--tls-auth-clients", "no"]
+    args += ["--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={tmp_path / 'ca.pem'}"
+    other = redis.Redis.from_url(url, socket_connect_timeout=2)
+
+    def answers() -> bool:
+        try:
+            return bool(other.ping())
+        except redis.ConnectionError:
+            return False
+
+    member_namespace(registry)
+    try:
+        wait_for(answers, message="redis-server with TLS did not start")
+        with (
+            ready_backend(url) as backend,
+            serve(registry) as server,
+            connect(f"ws://127.0.0.1:{server.port}/member/secure", open_timeout=TIMEOUT) as m,
+        ):
+            assert m.recv(timeout=TIMEOUT) == "joined"
+            data = pack("elsewhere:1:x", 1, Envelope("group", "secure", "over TLS"))
+            other.publish(backend.group_channel("secure"), data)
+            assert m.recv(timeout=TIMEOUT) == "over TLS"
+            wsgiws.group("secure").send("and back")
+            assert m.recv(timeout=TIMEOUT) == "and back"
+            assert backend.flush(TIMEOUT) and backend.stats.published == 1
+            assert backend.stats.received == 1 and backend.connected
+    finally:
+        other.close()
+        process.terminate()
+        process.wait(TIMEOUT)
