@@ -9,6 +9,7 @@ off so that they do not mix with the cases' frames.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import wsgiws
@@ -20,7 +21,9 @@ registry = wsgiws.Registry()
 class Echo(wsgiws.BaseWSClass):
     @classmethod
     def on_message(cls, websocket: wsgiws.WebSocket, message: str | bytes) -> None:
-        websocket.send(message)
+        # The client may close before the echo goes out (the closing cases).
+        with contextlib.suppress(wsgiws.ConnectionClosed):
+            websocket.send(message)
 
 
 def main() -> None:
