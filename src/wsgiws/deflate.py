@@ -29,12 +29,13 @@ wsproto's frame parser and serialiser mask and unmask payloads with
 a frame header is parsed or a client frame is built; wsproto offers no hook to
 choose another. Importing this module replaces it with :class:`wsgiws.mask.Masker`,
 which computes the same bytes in C when the accelerator is built
-(``wsgiws._speedups``) and otherwise in pure Python, faster than wsproto's for every
-size. The replacement is process-wide: every wsproto connection in the process
-(wsgiws's own, ``wsgiws.testing``'s client, or one of the application's) masks
-through it, with the same results. :data:`MASKER_PATCHED` tells whether it is in
-place; if a wsproto release renamed the class, wsproto is left as it is (correct,
-only slower) and ``tests/test_mask.py`` fails with a message naming this module.
+(``wsgiws._speedups``) and otherwise in pure Python (faster than wsproto's on small
+frames, on a par on large ones). The replacement is process-wide: every wsproto
+connection in the process (wsgiws's own, ``wsgiws.testing``'s client, or one of the
+application's) masks through it, with the same results. :data:`MASKER_PATCHED` tells
+whether it is in place; if a wsproto release renamed the class, wsproto is left as
+it is (correct, only slower) and ``tests/test_mask.py`` fails with a message naming
+this module.
 
 :func:`between_frames` tells the protocol's fast path when wsproto's parser is
 between frames (no byte buffered, no fragmented message begun), which needs the
