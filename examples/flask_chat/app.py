@@ -107,7 +107,7 @@ LOGIN_PAGE = """<!doctype html>
 <form id="login-form" class="card" method="post">
   <h2>wsgiws chat</h2>
   <p>Log in, or pick a new username and password to sign up.</p>
-  {% if error %}<p id="login-error" role="alert">{{ error }}</p>{% endif %}
+  {% if error %}<p id="login-error" role="alert" style="color: #b42318">{{ error }}</p>{% endif %}
   <input id="username" name="username" placeholder="Username" maxlength="24"
          autocomplete="username" value="{{ username }}" required>
   <input id="password" name="password" type="password" placeholder="Password"
