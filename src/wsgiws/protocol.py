@@ -604,7 +604,12 @@ class ServerProtocol:
                 else:
                     stash += buf[i:]
                 return events, len(data)
-            payload = apply_mask(buf[start:end], bytes(buf[start - 4 : start]))
+            # A view of the stash, not a slice: one copy of a large payload less (a
+            # temporary, released before the stash is resized below).
+            payload = apply_mask(
+                memoryview(stash)[start:end] if buf is stash else buf[start:end],
+                bytes(buf[start - 4 : start]),
+            )
             if opcode == 1:
                 try:
                     events.append(MessageReceived(payload.decode()))
