@@ -8,6 +8,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from wsproto import ConnectionType, WSConnection
@@ -232,3 +233,19 @@ class RawClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def live_processes() -> Iterator[tuple[int, int, int]]:
+    """``(pid, parent pid, process group)`` of every live (non-zombie) process, from
+    ``/proc``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after ")".
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z":
+            yield int(entry.name), int(fields[1]), int(fields[2])

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from ..helpers import TIMEOUT
+from ..helpers import TIMEOUT, live_processes
 
 #: The settings module of the test project.
 SETTINGS = "tests.django.project.settings"
@@ -242,17 +242,5 @@ class Process:
 
 
 def group_members(pgid: int) -> list[int]:
-    """The live (non-zombie) processes of a process group, from ``/proc``."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # exited meanwhile
-        # "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after ")".
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
+    """The live (non-zombie) processes of a process group."""
+    return [pid for pid, _, group in live_processes() if group == pgid]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tests.helpers import TIMEOUT
 
-from ..helpers import free_port
+from ..helpers import free_port, live_processes
 
 #: The repository root: subprocesses import ``tests.servers.matrix_app`` from it.
 ROOT = Path(__file__).resolve().parents[2]
@@ -448,20 +448,8 @@ class ServerProcess:
 
 
 def children(pid: int) -> list[int]:
-    """The live (non-zombie) child processes of ``pid``, from ``/proc``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # exited meanwhile
-        # "pid (comm) state ppid ...": comm may hold spaces, so split after ")".
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
+    """The live (non-zombie) child processes of ``pid``."""
+    return [child for child, parent, _ in live_processes() if parent == pid]
 
 
 @contextlib.contextmanager
