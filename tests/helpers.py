@@ -6,6 +6,9 @@ import contextlib
 import os
 import socket
 import struct
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -249,3 +252,28 @@ def live_processes() -> Iterator[tuple[int, int, int]]:
         fields = stat[stat.rindex(")") + 2 :].split()
         if fields[0] != "Z":
             yield int(entry.name), int(fields[1]), int(fields[2])
+
+
+#: The head of the scripts :func:`run_script` runs: a namespace ``/pid`` whose
+#: handler sends the serving process's pid.
+SCRIPT_HEAD = """
+import os, signal, sys, time
+import wsgiws
+
+@wsgiws.Namespace(r"/pid")
+class Pid(wsgiws.BaseWSClass):
+    @classmethod
+    def on_connect(cls, websocket, path):
+        websocket.send(str(os.getpid()))
+"""
+
+
+def run_script(body: str) -> subprocess.Popen[str]:
+    """Run :data:`SCRIPT_HEAD` followed by ``body`` in a new interpreter, with pipes."""
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(SCRIPT_HEAD) + textwrap.dedent(body)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -18,30 +17,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from .helpers import TIMEOUT, free_port
+from .helpers import TIMEOUT, free_port, run_script
 
 ROOT = Path(__file__).resolve().parents[1]
-
-SCRIPT_HEAD = """
-import os, signal, sys, time
-import wsgiws
-
-@wsgiws.Namespace(r"/pid")
-class Pid(wsgiws.BaseWSClass):
-    @classmethod
-    def on_connect(cls, websocket, path):
-        websocket.send(str(os.getpid()))
-"""
-
-
-def run_script(body: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(SCRIPT_HEAD) + textwrap.dedent(body)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
-import textwrap
 import threading
 from typing import Any
 
@@ -16,7 +13,7 @@ from websockets.sync.client import connect
 
 import wsgiws
 
-from .helpers import TIMEOUT, address, serve
+from .helpers import TIMEOUT, address, run_script, serve
 
 
 def echo(registry: wsgiws.Registry) -> None:
@@ -116,27 +113,6 @@ def test_middleware_passes_http_through_and_owns_server(
             assert ws.recv(TIMEOUT) == "y"
     assert calls == ["/x"]
     assert not wrapped.server.running
-
-
-SCRIPT_HEAD = """
-import os, sys, wsgiws
-
-@wsgiws.Namespace(r"/pid")
-class Pid(wsgiws.BaseWSClass):
-    @classmethod
-    def on_connect(cls, websocket, path):
-        websocket.send(str(os.getpid()))
-"""
-
-
-def run_script(body: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(SCRIPT_HEAD) + textwrap.dedent(body)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def test_interpreter_exit_closes_with_1001() -> None:
