@@ -52,6 +52,10 @@ class Rooms:
         self.sockets: dict[str, wsgiws.WebSocket] = {}
         self.closes: dict[str, tuple[int | None, list[str]]] = {}
         self.lock = threading.Lock()
+        #: What ``say_and_wait`` waits for after sending.
+        self.release = threading.Event()
+        #: Set by ``say_and_wait`` once the handler returns.
+        self.returned = threading.Event()
         rooms = self
 
         @wsgiws.Namespace(r"/room", registry=registry)
@@ -74,6 +78,18 @@ class Rooms:
                     websocket.leave(command["group"])
                 elif op == "say":
                     wsgiws.group(command["group"]).send(command["text"], exclude=websocket)
+                    return
+                elif op == "say_and_wait":
+                    wsgiws.group(command["group"]).send(command["text"], exclude=websocket)
+                    rooms.release.wait(TIMEOUT)  # a handler that blocks after sending
+                    rooms.returned.set()
+                    return
+                elif op == "mixed":
+                    # Group sends and direct replies, interleaved, to a member of the group.
+                    group = wsgiws.group(command["group"])
+                    for i in range(command["count"]):
+                        group.send(f"g{i}")
+                        websocket.send(f"d{i}")
                     return
                 websocket.send_json({"groups": sorted(websocket.groups)})
 
@@ -315,6 +331,99 @@ def test_group_api_from_many_threads(registry: wsgiws.Registry, rooms: Rooms) ->
         while (message := churner.recv(timeout=TIMEOUT)) != marker:
             got.append(str(message))
         check(got, False)
+
+
+def test_direct_and_group_sends_from_many_threads_keep_each_senders_order(
+    registry: wsgiws.Registry, rooms: Rooms
+) -> None:
+    """Group sends (queued for the loop) and direct sends (written at once) from
+    several threads reach each member in each sender's order, none lost or repeated;
+    so do a handler's own group sends and replies."""
+    name = unique()
+    senders, per_sender = 6, 300
+    with serve(registry) as server, clients(server, name, count=3, max_queue=None) as members:
+        sockets = [rooms.sockets[cid] for _, cid in members]
+        start = threading.Barrier(senders)
+        errors: list[BaseException] = []
+
+        def send(k: int) -> None:
+            try:
+                start.wait(TIMEOUT)
+                group = wsgiws.group(name)
+                for i in range(per_sender):
+                    group.send(f"{k}:g{i}")
+                    for websocket in sockets:
+                        websocket.send(f"{k}:d{i}")
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=send, args=(k,)) for k in range(senders)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(TIMEOUT)
+        assert not errors
+        expected = [f"{kind}{i}" for i in range(per_sender) for kind in "gd"]
+        for client, cid in members:
+            got: dict[str, list[str]] = {str(k): [] for k in range(senders)}
+            for _ in range(senders * per_sender * 2):
+                k, item = str(client.recv(timeout=TIMEOUT)).split(":")
+                got[k].append(item)
+            assert all(items == expected for items in got.values())
+            nothing_else(client, cid)
+
+        # A handler's own group sends and replies, interleaved.
+        client, cid = members[0]
+        client.send(json.dumps({"op": "mixed", "group": name, "count": 200}))
+        mixed = [f"{kind}{i}" for i in range(200) for kind in "gd"]
+        assert [client.recv(timeout=TIMEOUT) for _ in range(400)] == mixed
+        for other, other_id in members[1:]:
+            assert [other.recv(timeout=TIMEOUT) for _ in range(200)] == mixed[::2]
+            nothing_else(other, other_id)
+
+
+def test_group_send_is_delivered_while_the_sending_handler_blocks(
+    registry: wsgiws.Registry, rooms: Rooms
+) -> None:
+    """A handler that group-sends and then waits: its message arrives before it returns."""
+    name = unique()
+    with serve(registry) as server, clients(server, name, count=2) as [(a, _), (b, _)]:
+        a.send(json.dumps({"op": "say_and_wait", "group": name, "text": "hello"}))
+        try:
+            assert b.recv(timeout=TIMEOUT) == "hello"
+            assert not rooms.returned.is_set()  # still blocked in the handler
+        finally:
+            rooms.release.set()
+        assert rooms.returned.wait(TIMEOUT)
+
+
+def test_inline_handler_group_send_is_written(registry: wsgiws.Registry) -> None:
+    """A group send from an inline handler (on the loop thread) is written by that loop."""
+    name = unique()
+
+    @wsgiws.Namespace(r"/inline-say", registry=registry)
+    class InlineSay(wsgiws.BaseWSClass):
+        inline = True
+
+        @classmethod
+        def on_connect(cls, websocket: wsgiws.WebSocket, path: str) -> None:
+            websocket.join(name)
+
+        @classmethod
+        def on_message(cls, websocket: wsgiws.WebSocket, message: str | bytes) -> None:
+            for i in range(3):
+                wsgiws.group(name).send(f"{message!s}-{i}")
+
+    url = "ws://127.0.0.1:{}/inline-say"
+    with (
+        serve(registry) as server,
+        connect(url.format(server.port), open_timeout=TIMEOUT) as a,
+        connect(url.format(server.port), open_timeout=TIMEOUT) as b,
+    ):
+        wait_for(lambda: len(wsgiws.group(name)) == 2)
+        a.send("hi")
+        for client in (a, b):
+            assert [client.recv(timeout=TIMEOUT) for _ in range(3)] == ["hi-0", "hi-1", "hi-2"]
 
 
 def test_stalled_member_is_closed_and_others_get_everything(

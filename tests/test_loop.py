@@ -64,6 +64,33 @@ def test_call_soon_threadsafe_runs_in_order_on_loop_thread(loop: SelectorLoop) -
         assert [i for kk, i, _ in seen if kk == k] == list(range(500))
 
 
+def test_deferred_callbacks_run_after_a_wake_up_in_order(loop: SelectorLoop) -> None:
+    """defer_threadsafe queues without waking; one wake_threadsafe runs the burst,
+    in order with the other callbacks."""
+    seen: list[tuple[int, bool]] = []
+    done = threading.Event()
+
+    def record(i: int) -> None:
+        seen.append((i, loop.in_loop_thread()))
+
+    for i in range(100):
+        loop.defer_threadsafe(functools.partial(record, i))
+    loop.defer_threadsafe(done.set)
+    loop.wake_threadsafe()
+    loop.wake_threadsafe()  # a second wake-up is harmless
+    assert done.wait(TIMEOUT)
+    assert seen == [(i, True) for i in range(100)]
+    seen.clear()
+    done.clear()
+
+    def from_loop() -> None:
+        loop.defer_threadsafe(done.set)
+        loop.wake_threadsafe()
+
+    on_loop(loop, from_loop)
+    assert done.wait(TIMEOUT)  # deferred from the loop thread: the next pass runs it
+
+
 def test_timers_fire_in_deadline_order_and_cancel(loop: SelectorLoop) -> None:
     """Timers fire by deadline; a cancelled timer never fires."""
     fired: list[str] = []

@@ -106,7 +106,15 @@ class Member(Protocol):
         """True while messages can be sent."""
 
     def send_prepared(self, message: PreparedMessage) -> None:
-        """Queue a message encoded once; :exc:`~wsgiws.ConnectionClosed` if not open."""
+        """Send a message encoded once; :exc:`~wsgiws.ConnectionClosed` if not open."""
+
+    def queue_prepared(self, message: PreparedMessage) -> Callable[[], None] | None:
+        """Queue a message encoded once for the connection's loop thread to write,
+        without a system call; :exc:`~wsgiws.ConnectionClosed` if not open.
+
+        Returns a wake-up to call (once per distinct wake-up) after queueing to every
+        addressee, or None when none is needed.
+        """
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -375,6 +383,7 @@ class LocalHub:
                 else:
                     indices.append(index)
         shared: dict[tuple[int, ...], PreparedMessage] = {}
+        wakes: set[Callable[[], None]] = set()
         sent = 0
         for connection, indices in per_member.items():
             key = tuple(indices)
@@ -386,10 +395,14 @@ class LocalHub:
                     prepared = PreparedBatch([batch[i][1] for i in key])
                 shared[key] = prepared
             try:
-                connection.send_prepared(prepared)
+                wake = connection.queue_prepared(prepared)
             except ConnectionClosed:
                 continue
+            if wake is not None:
+                wakes.add(wake)
             sent += len(key)
+        for wake in wakes:
+            wake()
         return sent
 
     def reset_after_fork(self) -> None:
@@ -426,19 +439,38 @@ def send_prepared_to(
     message: PreparedMessage,
     exclude: str | None = None,
 ) -> int:
-    """Queue the encoded ``frame`` to each connection; skip closed ones and ``exclude``.
+    """Queue the encoded ``message`` to each connection; skip closed ones and ``exclude``.
+
+    No system call per connection: each frame joins its connection's outgoing
+    buffer (:meth:`Member.queue_prepared`) and each loop concerned is woken once,
+    at the end, to write the buffers; a connection that receives many messages
+    before its loop gets to it receives them in one ``send``.
 
     Returns the number of connections the frame was queued to.
     """
     sent = 0
+    first: Callable[[], None] | None = None
+    others: set[Callable[[], None]] | None = None
     for connection in connections:
-        if connection.id == exclude:
+        if exclude is not None and connection.id == exclude:
             continue
         try:
-            connection.send_prepared(message)
+            wake = connection.queue_prepared(message)
         except ConnectionClosed:
             continue
         sent += 1
+        if wake is not None:
+            if first is None:
+                first = wake
+            elif wake != first:
+                if others is None:
+                    others = set()
+                others.add(wake)
+    if first is not None:
+        first()
+    if others:
+        for wake in others:
+            wake()
     return sent
 
 
@@ -570,7 +602,11 @@ def send_to(connection_id: str, message: Message) -> bool:
     prepared = PreparedMessage(frozen)
     connection = hub.find(connection_id)
     if connection is not None:
-        return send_prepared_to((connection,), prepared) == 1
+        try:
+            connection.send_prepared(prepared)  # one connection: written at once
+        except ConnectionClosed:
+            return False
+        return True
     _backend.publish(Envelope("one", connection_id, frozen))
     return False
 

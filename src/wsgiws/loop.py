@@ -114,6 +114,25 @@ class SelectorLoop:
             except OSError:
                 pass  # closed: the loop is gone and the callback will not run
 
+    def defer_threadsafe(self, callback: Callback) -> None:
+        """Queue ``callback`` for the loop's next pass without waking the loop.
+
+        For a burst of callbacks from one operation (a broadcast queues one per
+        member): the caller then calls :meth:`wake_threadsafe` once. Until then the
+        callback runs only when the loop wakes for another reason. Callable from any
+        thread.
+        """
+        self._ready.append(callback)
+
+    def wake_threadsafe(self) -> None:
+        """Wake the loop so that it runs what was queued (one byte on the wake-up
+        pair, none while one is in flight or on the loop thread). Any thread."""
+        if not self._wake_pending and threading.get_ident() != self.thread_id:
+            self._wake_pending = True
+            # Full: a wake-up is pending already. Closed: the loop is gone.
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"\0")
+
     def run_threadsafe(self, callback: Callback) -> None:
         """Run ``callback`` on the loop thread: at once when called there (before
         returning), else soon. Callable from any thread."""

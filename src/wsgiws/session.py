@@ -221,6 +221,11 @@ class Session:
         """Send a message encoded once for many connections."""
         self.transport.send_prepared(message)
 
+    def queue_prepared(self, message: PreparedMessage) -> Callable[[], None] | None:
+        """Queue a broadcast frame for the loop to write (see
+        :meth:`Transport.queue_prepared`); returns the wake-up to call afterwards."""
+        return self.transport.queue_prepared(message)
+
     def close_threadsafe(self, code: int, reason: str) -> None:
         """Start the closing handshake; no-op if already closing."""
         self.transport.close_threadsafe(code, reason)

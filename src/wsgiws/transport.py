@@ -351,6 +351,40 @@ class Transport:
         """
         self.send_frame(message.frame(self.proto.deflate_bits))
 
+    def queue_prepared(self, message: PreparedMessage) -> Callable[[], None] | None:
+        """Queue a broadcast frame for the loop thread to write. Any thread.
+
+        Unlike :meth:`send_prepared`, no system call: the frame joins the outgoing
+        buffer and the transport is put on the loop's list of writers (once, until
+        the loop has written it), so that a member receiving many messages in a
+        short time gets them in few ``send`` calls. Returns the loop's wake-up when
+        the caller must call it once it has queued to every member (this transport
+        just joined the list), else None. Bounded like every write: past
+        ``write_limit`` the connection is closed with 1008. While ``on_connect``
+        runs the frame is kept for after the 101, as by :meth:`send_frame`.
+
+        Raises:
+            ConnectionClosed: the connection is not open.
+        """
+        with self.lock:
+            proto = self.proto
+            if proto.state is State.OPEN and not self._broken:
+                out = self._out
+                out += message.frame(proto.deflate_bits)
+                if len(out) > self._options.write_limit:
+                    self._broken = True
+                    out.clear()
+                    self._request_loop(self._slow_reader)
+                    return None
+                if self._write_requested:
+                    return None  # the loop writes the buffer already
+                self._write_requested = True
+                loop = self._loop
+                loop.defer_threadsafe(self._flush)
+                return loop.wake_threadsafe
+        self.send_prepared(message)  # before the 101, or closed (raises)
+        return None
+
     def send_frame(self, frame: bytes) -> None:
         """Send an encoded frame; broadcasts pass the same bytes to all. Any thread.
 
@@ -692,6 +726,12 @@ class Transport:
         self._check_broken()
         if not self._out and self._close_when_flushed:
             self._shutdown_write()
+
+    def _flush(self) -> None:
+        # Queued by queue_prepared: write the buffer (what the kernel does not take
+        # waits for writability, as after any partial write).
+        if not self._closed:
+            self._on_writable()
 
     def _close_after_flush(self) -> None:
         if CHECK_THREADS:
