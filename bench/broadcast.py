@@ -16,11 +16,13 @@ last client. Configurations, measured in the same run, round-robin:
   clients are spread over both, and half of the members get each message through
   Redis (skipped with a reason when ``redis-server`` is not installed).
 
-The clients are the Node.js load generator of ``bench/run.py``
-(``bench/loadgen/loadgen.mjs``, scenario ``broadcast``), which counts frames
-straight off its sockets so that it is not the bottleneck: its CPU time per
-delivery is printed. This script reuses ``run.py``'s servers, parameters and
-helpers; ``run.py --scenarios broadcast`` runs the first two configurations too.
+The clients are the load generator of ``bench/run.py``, scenario ``broadcast``:
+``bench/loadgen/wsgen.c`` (C, compiled for the run) when a C compiler is there,
+else ``bench/loadgen/loadgen.mjs`` (Node.js; ``--generator node`` to choose it).
+Both count frames straight off their sockets so that they are not the
+bottleneck: the generator's CPU time per delivery is printed. This script
+reuses ``run.py``'s servers, parameters and helpers; ``run.py --scenarios
+broadcast`` runs the first two configurations too.
 Loopback only; every phase is bounded in count and time.
 """
 
@@ -185,12 +187,10 @@ class RedisServer:
                 self.proc.wait(10)
 
 
-def drive(servers: Servers, config: str, params: dict[str, Any]) -> Measure:
+def drive(servers: Servers, config: str, params: dict[str, Any], gens: run.Generators) -> Measure:
     """Run the load generator's broadcast scenario against ``servers``."""
     url = f"ws://{run.HOST}:{servers.port}{SCENARIO.path}"
-    cmd = ["node", str(run.LOADGEN_DIR / "loadgen.mjs"), "--url", url]
-    for key, value in params.items():
-        cmd += [f"--{key}", str(value)]
+    cmd = gens.command(params, url)
     proc = subprocess.Popen(
         cmd, cwd=run.LOADGEN_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -250,11 +250,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=None, help="passes (default 3, quick 1)")
     parser.add_argument("--no-redis", action="store_true", help="leave out the Redis setup")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument(
+        "--generator",
+        choices=("auto", "c", "node"),
+        default="auto",
+        help="load generator: auto (default: C when it builds), c, or node",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     run.raise_fd_limit()
-    node = run.ensure_loadgen()
     params = dict(SCENARIO.quick if args.quick else SCENARIO.full)
+    build_dir = tempfile.TemporaryDirectory(prefix="wsgiws-bench-")
+    gens = run.prepare_generators(args.generator, [params], Path(build_dir.name))
+    generator = gens.label(gens.kind(params))
     repeat = args.repeat or (1 if args.quick else 3)
 
     env = dict(os.environ)
@@ -288,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"broadcast bench: {params['connections']} clients, {params['bcast-count']} x "
-        f"{params['size']} B, {repeat} pass(es); python {sys.version.split()[0]}, node {node}, "
+        f"{params['size']} B, {repeat} pass(es); python {sys.version.split()[0]}, "
+        f"load generator {generator}, "
         f"{os.cpu_count()} CPUs shared by servers, Redis and the load generator"
     )
     measures: dict[str, list[Measure]] = {name: [] for name in configs}
@@ -302,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                     measures[name].append(Measure(name, False, str(exc)))
                     continue
                 try:
-                    measures[name].append(drive(servers, name, params))
+                    measures[name].append(drive(servers, name, params, gens))
                 finally:
                     servers.stop()
                 if not measures[name][-1].ok:
@@ -311,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         if redis is not None:
             redis.stop()
         workdir.cleanup()
+        build_dir.cleanup()
 
     print()
     header = (
@@ -353,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name} / {PEER}: {ratio:.2f}x deliveries/s (> 1.00: {name} is faster)")
     print(
         f"\nmedian of {repeat} pass(es) by deliveries/s; srv CPU = all server processes' CPU "
-        "time / measured wall time (100% = one core); gen = the Node.js load generator. "
+        "time / measured wall time (100% = one core); gen = the load generator "
+        f"({generator}). "
         f"Total {time.monotonic() - started:.0f} s."
     )
     if args.json:

@@ -2,12 +2,16 @@
 
 Starts each WebSocket server under test as a subprocess on 127.0.0.1 (port 0,
 the server prints its port), pinned to one CPU with ``taskset``, drives it with
-the Node.js load generator in ``bench/loadgen`` (npm ``ws``) pinned to another,
-samples both processes' CPU time (and the server's memory), and writes a table
-of figures and ratios (``wsgiws / peer``) as Markdown and JSON.
+a load generator pinned to another, samples both processes' CPU time (and the
+server's memory), and writes a table of figures and ratios (``wsgiws / peer``)
+as Markdown and JSON. The generators, in ``bench/loadgen``: ``wsgen.c`` (C,
+compiled for each run when a C compiler is there) for the broadcast and
+handshake scenarios, where a Node.js client would fill its core first, and
+``loadgen.mjs`` (Node.js, npm ``ws``) for the others, or all of them without a
+compiler or with ``--generator node``.
 
     python bench/run.py [--quick] [--servers A,B] [--scenarios X,Y] [--repeat N]
-                        [--out PREFIX] [--json PATH] [--no-pin]
+                        [--out PREFIX] [--json PATH] [--no-pin] [--generator G]
 
 Everything talks to loopback only, and every load loop is bounded both in
 count and in wall time.
@@ -16,6 +20,7 @@ count and in wall time.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import os
@@ -49,6 +54,16 @@ LOADGEN_SATURATION = 0.9
 OTHER_LOAD_LIMIT = 0.1
 #: Upper bound for the open-files limit this process raises itself to.
 MAX_NOFILE = 65_536
+#: The C load generator, and the generator scenarios it implements.
+WSGEN_SOURCE = LOADGEN_DIR / "wsgen.c"
+WSGEN_SCENARIOS = frozenset({"broadcast", "handshake"})
+#: What one unit of each generator scenario is, for the generator's CPU per unit.
+GEN_UNITS = {
+    "echo": ("received", "message"),
+    "broadcast": ("deliveries", "delivery"),
+    "handshake": ("handshakes", "handshake"),
+    "chat": ("deliveries", "delivery"),
+}
 
 
 @dataclass(frozen=True)
@@ -133,6 +148,9 @@ class Scenario:
     default: bool = True
     #: The generator's CPU decides whether the figure is valid.
     gen_bound: bool = True
+
+    def params(self, quick: bool) -> dict[str, Any]:
+        return self.quick if quick else self.full
 
 
 def _echo(
@@ -520,6 +538,82 @@ def ensure_loadgen() -> str:
     return version
 
 
+def build_wsgen(build_dir: Path) -> tuple[Path | None, str]:
+    """Compile ``wsgen.c`` into ``build_dir`` with ``$CC`` (default ``cc``) and
+    ``-O2``: the path of the program and how it was built, or None and why not."""
+    compiler = shlex.split(os.environ.get("CC") or "cc")
+    if not compiler or shutil.which(compiler[0]) is None:
+        return None, f"no C compiler ({' '.join(compiler) or '$CC is empty'} not found)"
+    if not sys.platform.startswith("linux"):
+        return None, "wsgen needs Linux (epoll)"
+    out = build_dir / "wsgen"
+    cmd = [*compiler, "-O2", "-std=c99", "-o", str(out), str(WSGEN_SOURCE)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"{' '.join(compiler)} failed: {exc}"
+    if proc.returncode != 0 or not out.exists():
+        said = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return None, f"{' '.join(compiler)} failed: {said[:200]}"
+    return out, f"{' '.join(compiler)} -O2"
+
+
+@dataclass
+class Generators:
+    """Which load generator drives each generator scenario: the C one (``wsgen``)
+    where it is built and implements the scenario, else the Node.js one."""
+
+    wsgen: Path | None
+    wsgen_note: str  # how it was built, or why there is none
+    node: str | None = None  # Node.js version, once checked
+
+    def kind(self, params: dict[str, Any]) -> str:
+        if self.wsgen is not None and params.get("scenario") in WSGEN_SCENARIOS:
+            return "c"
+        return "node"
+
+    def command(self, params: dict[str, Any], url: str) -> list[str]:
+        if self.kind(params) == "c":
+            assert self.wsgen is not None
+            cmd = [str(self.wsgen), "--url", url]
+        else:
+            cmd = ["node", str(LOADGEN_DIR / "loadgen.mjs"), "--url", url]
+        for key, value in params.items():
+            cmd += [f"--{key}", str(value)]
+        return cmd
+
+    def label(self, kind: str) -> str:
+        if kind == "c":
+            return f"C (bench/loadgen/wsgen.c, {self.wsgen_note})"
+        return f"Node.js {self.node or '?'} (bench/loadgen/loadgen.mjs, ws {ws_version()})"
+
+
+def prepare_generators(choice: str, params: list[dict[str, Any]], build_dir: Path) -> Generators:
+    """Build the C generator (unless ``choice`` is ``node``) and check Node.js
+    where a scenario needs it. ``choice`` ``c`` makes a failed build an error."""
+    wsgen, note = (None, "not used (--generator node)")
+    if choice != "node":
+        wsgen, note = build_wsgen(build_dir)
+        if wsgen is None:
+            if choice == "c":
+                raise SystemExit(f"bench: the C load generator could not be built: {note}")
+            log(f"bench: the Node.js generator runs every scenario: {note}")
+    gens = Generators(wsgen, note)
+    if any(gens.kind(p) == "node" for p in params):
+        gens.node = ensure_loadgen()
+    return gens
+
+
+def gen_cpu_per_unit(data: dict[str, Any]) -> tuple[float, str] | None:
+    """The generator's CPU time per unit of work (µs), and the unit's name."""
+    key, unit = GEN_UNITS.get(str(data.get("scenario")), (None, ""))
+    count = data.get(key) if key else None
+    cpu = data.get("loadgen_cpu_s")
+    if not count or cpu is None:
+        return None
+    return float(cpu) * 1e6 / float(count), unit
+
+
 def ws_version() -> str:
     try:
         pkg = json.loads((LOADGEN_DIR / "node_modules" / "ws" / "package.json").read_text())
@@ -623,12 +717,13 @@ def run_loadgen(
     scenario: Scenario,
     params: dict[str, Any],
     pinning: Pinning | None = None,
+    gens: Generators | None = None,
 ) -> Result:
     url = f"ws://{HOST}:{server.port}{scenario.path}"
     prefix = pinning.gen_prefix() if pinning else []
-    cmd = [*prefix, "node", str(LOADGEN_DIR / "loadgen.mjs"), "--url", url]
-    for key, value in params.items():
-        cmd += [f"--{key}", str(value)]
+    gens = gens or Generators(None, "not used")
+    gen_kind = gens.kind(params)
+    cmd = [*prefix, *gens.command(params, url)]
     hard_timeout = float(params.get("duration", 10)) * 3 + 90
     proc = subprocess.Popen(
         cmd,
@@ -673,11 +768,19 @@ def run_loadgen(
     name = server.spec.name
     if result is None:
         lines = stderr.strip().splitlines()
-        said = next((x for x in lines if x.startswith("loadgen:")), lines[-1] if lines else "")
+        said = next(
+            (x for x in lines if x.startswith(("loadgen:", "wsgen:"))), lines[-1] if lines else ""
+        )
         reason = f"loadgen exit {proc.returncode}: {said[:300]}"
         if not server.alive():
             reason += f" | server died: {server.stderr_tail(5)}"
-        return Result(name, scenario.key, ok=False, reason=reason)
+        return Result(
+            name, scenario.key, ok=False, reason=reason, data={"generator_kind": gen_kind}
+        )
+    result["generator_kind"] = gen_kind
+    per_unit = gen_cpu_per_unit(result)
+    if per_unit is not None:
+        result["loadgen_cpu_us_per_unit"], result["loadgen_unit"] = per_unit
     res = Result(name, scenario.key, ok=True, data=result)
     if scenario.metric == "kib_per_conn":
         memory_figure(res, rss, int(params.get("connections", 0)))
@@ -748,6 +851,7 @@ def run_batch(
     quick: bool,
     pinning: Pinning,
     skip: dict[tuple[str, str], str],
+    gens: Generators | None = None,
 ) -> list[Result]:
     """Run ``scenarios`` (same server options) on every server of ``specs``.
 
@@ -784,7 +888,7 @@ def run_batch(
                 if isinstance(server, str):
                     out.append(Result(spec.name, sc.key, False, server))
                     continue
-                res = run_loadgen(server, sc, sc.quick if quick else sc.full, pinning)
+                res = run_loadgen(server, sc, sc.quick if quick else sc.full, pinning, gens)
                 log(f"bench:   {spec.name:<19} {describe(res, sc)}")
                 out.append(res)
                 if fresh:
@@ -804,7 +908,11 @@ def describe(res: Result, sc: Scenario) -> str:
     gen = res.data.get("loadgen_cpu_frac")
     text = f"{fmt_num(res.metric(sc), digits)} {sc.unit}"
     if sc.gen_bound:
-        text += f" (gen {fmt_pct(gen)}, srv {fmt_pct(res.server_cpu_frac)})"
+        kind = "C" if res.data.get("generator_kind") == "c" else "Node"
+        text += f" (gen {kind} {fmt_pct(gen)}, srv {fmt_pct(res.server_cpu_frac)})"
+        if res.data.get("loadgen_cpu_us_per_unit") is not None:
+            per = res.data["loadgen_cpu_us_per_unit"]
+            text += f" gen {fmt_num(per, 2)} µs/{res.data['loadgen_unit']}"
     if res.invalid:
         text += " INVALID: " + "; ".join(res.invalid)
     return text
@@ -961,7 +1069,10 @@ def markdown_report(
     out.append(f"Command: `{meta['command']}`")
     out.append("")
     versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v)
-    out.append(f"- Python {meta['python']}, Node.js {meta['node']} (ws {meta['ws']}); {versions}")
+    node = "not used" if meta["node"] == "not used" else f"{meta['node']} (ws {meta['ws']})"
+    out.append(f"- Python {meta['python']}, Node.js {node}; {versions}")
+    for gen in (meta.get("generators") or {}).values():
+        out.append(f"- Load generator {gen['label']}: {', '.join(gen['scenarios'])}")
     wsgiws = meta.get("wsgiws") or {}
     if wsgiws:
         out.append(
@@ -1093,9 +1204,11 @@ def markdown_report(
                     f" {d.get('connections')} open; {fmt_num(d.get('connects_per_s'))} connects/s"
                 )
             if sc.key == "broadcast" and r.ok:
+                notes.append(f"last delivery {fmt_num(d.get('last_delivery_us', 0) / 1000, 1)} ms")
+            if sc.gen_bound and d.get("loadgen_cpu_us_per_unit") is not None:
+                gen = "C" if d.get("generator_kind") == "c" else "Node"
                 notes.append(
-                    f"last delivery {fmt_num(d.get('last_delivery_us', 0) / 1000, 1)} ms,"
-                    f" gen {fmt_num(d.get('loadgen_cpu_us_per_delivery'), 2)} µs/delivery"
+                    f"gen {gen} {fmt_num(d['loadgen_cpu_us_per_unit'], 2)} µs/{d['loadgen_unit']}"
                 )
             rows.append(
                 [
@@ -1112,7 +1225,8 @@ def markdown_report(
     out += md_table(header, rows)
     out.append("")
     out.append(
-        "gen CPU: the load generator's CPU time / measured wall time (100% = its core);"
+        "gen CPU: the load generator's CPU time / measured wall time (100% = its core),"
+        " and in the notes its CPU time per unit (C: wsgen.c, Node: loadgen.mjs);"
         " srv CPU: the server process's CPU time (all threads) / the same wall time."
     )
     return "\n".join(out) + "\n"
@@ -1156,6 +1270,15 @@ def main(argv: list[str] | None = None) -> int:
         help="passes over everything (default 1); the median is reported",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin with taskset")
+    parser.add_argument(
+        "--generator",
+        choices=("auto", "c", "node"),
+        default="auto",
+        help="load generator: auto (default) = the C one (wsgen.c) for "
+        + ", ".join(sorted(WSGEN_SCENARIOS))
+        + " when it builds, Node.js for the rest; c = fail if it does not build;"
+        " node = Node.js for everything",
+    )
     args = parser.parse_args(argv)
 
     started = time.monotonic()
@@ -1182,7 +1305,13 @@ def main(argv: list[str] | None = None) -> int:
     if limits is not None and limits[0] < most + 512:
         log(f"bench: open-files limit {limits[0]} is low for {most} connections")
     pinning = choose_pinning(args.no_pin)
-    node_version = ensure_loadgen()
+    build_dir = Path(tempfile.mkdtemp(prefix="wsgiws-bench-"))
+    atexit.register(shutil.rmtree, build_dir, True)
+    gens = prepare_generators(
+        args.generator, [sc.params(args.quick) for sc in scenarios], build_dir
+    )
+    node_version = gens.node or "not used"
+    generators = {sc.key: gens.kind(sc.params(args.quick)) for sc in scenarios}
 
     # wsgiws must be importable by the server subprocess: normally it is
     # installed (nox -s bench); fall back to the repo's src/ layout.
@@ -1242,6 +1371,13 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "node": node_version,
         "ws": ws_version(),
+        "generators": {
+            kind: {
+                "label": gens.label(kind),
+                "scenarios": [k for k, v in generators.items() if v == kind],
+            }
+            for kind in sorted(set(generators.values()))
+        },
         "versions": versions,
         "wsgiws": wsgiws_info,
         "wsgiws_source": wsgiws_note if wsgiws_info else None,
@@ -1254,6 +1390,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     log(
         f"bench ({meta['mode']}): python {meta['python']}, node {node_version}, "
+        f"C generator: {gens.wsgen_note}, "
         f"{', '.join(f'{k} {v}' for k, v in versions.items())}, "
         f"wsgiws {(wsgiws_info or {}).get('version', 'missing')} ({wsgiws_note}); {pinning.note}; "
         f"load average {loadavg_start}"
@@ -1285,7 +1422,7 @@ def main(argv: list[str] | None = None) -> int:
                         runs.setdefault((spec.name, sc.key), []).append(r)
             if not specs:
                 continue
-            for res in run_batch(specs, batch, env, args.quick, pinning, skip):
+            for res in run_batch(specs, batch, env, args.quick, pinning, skip, gens):
                 runs.setdefault((res.server, res.scenario), []).append(res)
     results = [
         pick_median(runs[(spec.name, sc.key)], sc)
