@@ -3,12 +3,16 @@ websockets library, every scenario, its Markdown and JSON tables written.
 
 Needs Node.js and npm (the load generator; ``npm ci`` installs its one package on
 the first run). Peers that are not installed here (aiohttp, picows, flask-sock:
-the ``bench`` dependency group) are skipped by the harness with a reason.
+the ``bench`` dependency group) are skipped by the harness with a reason. Where a
+C compiler is present, the broadcast and handshake rows come from the C load
+generator (``bench/loadgen/wsgen.c``), which the harness compiles for the run.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -20,6 +24,8 @@ from .helpers import FACTOR
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "bench" / "run.py"
+COMPILER = shlex.split(os.environ.get("CC") or "cc")
+HAS_CC = bool(COMPILER) and shutil.which(COMPILER[0]) is not None and sys.platform == "linux"
 
 pytestmark = [
     pytest.mark.slow,
@@ -69,6 +75,18 @@ def test_quick_bench_produces_every_row(tmp_path: Path) -> None:
             assert row["ok"], (server, key, row["reason"])
             metric = next(s["metric"] for s in report["scenarios"] if s["key"] == key)
             assert row["loadgen"][metric] > 0, (server, key)
+    # The C generator drives broadcast and handshake where it can be built.
+    generators = report["meta"]["generators"]
+    if HAS_CC:
+        assert generators["c"]["scenarios"] == ["handshake", "broadcast"]
+        assert "Load generator C (bench/loadgen/wsgen.c" in Path(f"{prefix}.md").read_text()
+    for server in ("wsgiws", "websockets-asyncio"):
+        for key in scenarios:
+            data = rows[(server, key)]["loadgen"]
+            expected = "c" if HAS_CC and key in ("handshake", "broadcast") else "node"
+            assert data["generator_kind"] == expected, (server, key)
+            if key != "memory":
+                assert data["loadgen_cpu_us_per_unit"] >= 0, (server, key)
     # The inline variant runs when wsgiws has the mode, else it is named as skipped.
     skipped = report["meta"]["skipped_servers"]
     assert ("wsgiws-inline" in skipped) != bool(report["meta"]["wsgiws"]["inline"])

@@ -1,0 +1,284 @@
+"""The benchmark's C load generator (``bench/loadgen/wsgen.c``) against a real
+wsgiws server: it counts every broadcast delivery and every handshake cycle, and
+it counts what is wrong (frames of another type or round, missing deliveries, a
+wrong ``Sec-WebSocket-Accept``) as errors rather than as results.
+
+Compiled here with ``$CC`` (default ``cc``) ``-O2``, like ``bench/run.py`` does;
+skipped where there is no C compiler or no epoll (not Linux).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import wsgiws
+
+from .helpers import FACTOR, address, serve
+
+SOURCE = Path(__file__).resolve().parent.parent / "bench" / "loadgen" / "wsgen.c"
+COMPILER = shlex.split(os.environ.get("CC") or "cc")
+
+pytestmark = [
+    pytest.mark.skipif(not SOURCE.exists(), reason="no bench/ in this tree"),
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="wsgen uses epoll"),
+    pytest.mark.skipif(not COMPILER or shutil.which(COMPILER[0]) is None, reason="no C compiler"),
+]
+
+
+@pytest.fixture(scope="module")
+def wsgen(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wsgen") / "wsgen"
+    subprocess.run(
+        [*COMPILER, "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-o", str(out), str(SOURCE)],
+        check=True,
+        timeout=120 * FACTOR,
+    )
+    return out
+
+
+def run_wsgen(wsgen: Path, url: str, **options: Any) -> tuple[int, list[dict[str, Any]], str]:
+    """Run the generator to its end: exit status, its JSON lines, its stderr."""
+    cmd = [str(wsgen), "--url", url]
+    for key, value in options.items():
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60 * FACTOR)
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    return proc.returncode, events, proc.stderr
+
+
+def result_of(events: list[dict[str, Any]]) -> dict[str, Any]:
+    assert [e["event"] for e in events] == ["measure_start", "measure_end", "result"], events
+    return events[-1]
+
+
+def broadcast_registry(group: str, mutate: str = "") -> wsgiws.Registry:
+    """The bench servers' broadcast protocol (bench/servers/_common.py), or with
+    ``mutate`` a server that gets it wrong in one way."""
+
+    class Bcast(wsgiws.BaseWSClass):
+        @classmethod
+        def on_message(cls, websocket: wsgiws.WebSocket, message: str | bytes) -> None:
+            if message == "join":
+                websocket.join(group)
+                websocket.send("joined")
+                return
+            assert isinstance(message, str) and message.startswith("go ")
+            round_id, n, size = (int(x) for x in message.split()[1:])
+            if mutate == "one-less":
+                n -= 1
+            for i in range(n):
+                first = round_id + 1 if mutate == "round" and i == 3 else round_id
+                payload = bytes((first,)) + i.to_bytes(4, "big") + b"x" * (size - 5)
+                if mutate == "text":
+                    wsgiws.group(group).send(payload.decode("latin-1"))
+                else:
+                    wsgiws.group(group).send(payload)
+
+    registry = wsgiws.Registry()
+    registry.add(r"/bcast", Bcast)
+    return registry
+
+
+@pytest.fixture
+def bcast_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    mutate = getattr(request, "param", "")
+    with serve(broadcast_registry(f"wsgen-{uuid.uuid4().hex}", mutate)) as server:
+        host, port = address(server)
+        yield f"ws://{host}:{port}/bcast"
+
+
+@pytest.mark.parametrize("size", [64, 300])
+def test_broadcast_counts_every_delivery(wsgen: Path, bcast_url: str, size: int) -> None:
+    # 40 messages: past the 16-frame read batch, and not a multiple of it.
+    code, events, stderr = run_wsgen(
+        wsgen,
+        bcast_url,
+        scenario="broadcast",
+        connections=25,
+        size=size,
+        bcast_count=40,
+        bcast_warmup=3,
+        duration=10,
+    )
+    assert code == 0, stderr
+    r = result_of(events)
+    assert r["scenario"] == "broadcast"
+    assert r["generator"] == "wsgen (C)"
+    assert r["deliveries"] == r["expected_deliveries"] == 25 * 40
+    assert r["errors"] == 0
+    assert r["timed_out"] is False
+    assert 0 < r["first_delivery_us"] <= r["client_done_p50_us"] <= r["last_delivery_us"]
+    assert r["deliveries_per_s"] > 0
+    assert r["loadgen_cpu_s"] >= 0
+    assert r["loadgen_reads"] < r["deliveries"]  # frames were read in batches
+
+
+@pytest.mark.parametrize(
+    ("bcast_url", "errors"),
+    # text: every frame's first byte is 0x81, not 0x82;
+    # round: message 3 of the round carries another round id.
+    [("text", 10 * 20), ("round", 10)],
+    indirect=["bcast_url"],
+)
+def test_broadcast_counts_wrong_frames_as_errors(wsgen: Path, bcast_url: str, errors: int) -> None:
+    code, events, stderr = run_wsgen(
+        wsgen,
+        bcast_url,
+        scenario="broadcast",
+        connections=10,
+        size=64,
+        bcast_count=20,
+        bcast_warmup=0,
+        duration=10,
+    )
+    assert code == 0, stderr
+    r = result_of(events)
+    assert r["deliveries"] == 10 * 20  # all there, but not right
+    assert r["errors"] == errors
+
+
+@pytest.mark.parametrize("bcast_url", ["one-less"], indirect=True)
+def test_broadcast_reports_missing_deliveries(wsgen: Path, bcast_url: str) -> None:
+    code, events, stderr = run_wsgen(
+        wsgen,
+        bcast_url,
+        scenario="broadcast",
+        connections=10,
+        size=64,
+        bcast_count=20,
+        bcast_warmup=0,
+        duration=1,
+    )
+    assert code == 0, stderr
+    r = result_of(events)
+    assert r["timed_out"] is True
+    # The 19 frames each client got are counted, though fewer than its wake-up mark.
+    assert r["deliveries"] == 10 * 19
+    assert r["errors"] == 10
+
+
+def echo_registry() -> wsgiws.Registry:
+    class Echo(wsgiws.BaseWSClass):
+        @classmethod
+        def on_message(cls, websocket: wsgiws.WebSocket, message: str | bytes) -> None:
+            websocket.send(message)
+
+    registry = wsgiws.Registry()
+    registry.add(r"/echo", Echo)
+    return registry
+
+
+def test_handshake_cycles(wsgen: Path) -> None:
+    with serve(echo_registry()) as server:
+        host, port = address(server)
+        code, events, stderr = run_wsgen(
+            wsgen,
+            f"ws://{host}:{port}/echo",
+            scenario="handshake",
+            parallel=8,
+            count=120,
+            warmup=8,
+            duration=20,
+        )
+    assert code == 0, stderr
+    r = result_of(events)
+    assert r["scenario"] == "handshake"
+    assert r["handshakes"] == 120
+    assert r["errors"] == 0
+    assert r["timed_out"] is False and r["truncated_by_deadline"] is False
+    assert r["handshakes_per_s"] > 0
+    assert 0 < r["latency"]["p50_us"] <= r["latency"]["p99_us"] <= r["latency"]["max_us"]
+
+
+@pytest.fixture
+def wrong_accept_port() -> Iterator[int]:
+    """A server that answers every upgrade with 101 and a wrong Sec-WebSocket-Accept."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve_forever() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                conn.sendall(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
+                    b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+                )
+
+    thread = threading.Thread(target=serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def test_handshake_counts_a_wrong_accept_as_a_failed_cycle(
+    wsgen: Path, wrong_accept_port: int
+) -> None:
+    code, events, stderr = run_wsgen(
+        wsgen,
+        f"ws://127.0.0.1:{wrong_accept_port}/echo",
+        scenario="handshake",
+        parallel=2,
+        count=6,
+        warmup=0,
+        duration=10,
+    )
+    assert code == 0, stderr
+    r = result_of(events)
+    assert r["handshakes"] == 0
+    assert r["errors"] == 6
+
+
+def test_broadcast_stops_on_a_wrong_accept(wsgen: Path, wrong_accept_port: int) -> None:
+    code, events, stderr = run_wsgen(
+        wsgen,
+        f"ws://127.0.0.1:{wrong_accept_port}/bcast",
+        scenario="broadcast",
+        connections=3,
+        duration=5,
+        connect_timeout=5,
+    )
+    assert code == 2
+    assert events == []
+    assert "wrong Sec-WebSocket-Accept" in stderr
+
+
+@pytest.mark.parametrize(
+    "url", ["ws://192.0.2.1:80/echo", "ws://example.com/echo", "ws://[2001:db8::1]:80/"]
+)
+def test_refuses_targets_off_loopback(wsgen: Path, url: str) -> None:
+    code, events, stderr = run_wsgen(wsgen, url, scenario="handshake", count=1, duration=1)
+    assert code == 2
+    assert events == []
+    assert stderr.startswith("wsgen: refusing non-loopback target")
