@@ -28,6 +28,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <math.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -505,7 +506,8 @@ static void consume(struct conn *c, long k) {
 /* ------------------------------------------------------------ results ---- */
 
 static void jnum(char **p, const char *key, double v) {
-    *p += sprintf(*p, ",\"%s\":%.10g", key, v);
+    if (isfinite(v)) *p += sprintf(*p, ",\"%s\":%.10g", key, v);
+    else *p += sprintf(*p, ",\"%s\":null", key); /* as JSON.stringify does */
 }
 static void jint(char **p, const char *key, long long v) { *p += sprintf(*p, ",\"%s\":%lld", key, v); }
 static void jbool(char **p, const char *key, int v) { *p += sprintf(*p, ",\"%s\":%s", key, v ? "true" : "false"); }
@@ -562,6 +564,11 @@ static void connect_all(long n) {
                     opened++;
                     inflight--;
                 }
+            } else if (c->st == C_OPEN) { /* early data: kept for join_all */
+                if (c->rlen >= RBUF - 1) die("connection %d: too much data before joining", c->idx + 1);
+                ssize_t got = recv(c->fd, c->rbuf + c->rlen, RBUF - 1 - c->rlen, 0);
+                if (got == 0) die("connection %d: closed before joining", c->idx + 1);
+                if (got > 0) c->rlen += (size_t)got;
             }
         }
     }
@@ -731,6 +738,7 @@ static void close_all(void) {
     for (long i = 0; i < NCONN; i++) {
         struct conn *c = &CONNS[i];
         if (c->fd < 0) continue;
+        set_lowat(c, 1); /* a client that is still waiting for a round's end */
         if (send_close(c) < 0) conn_close(c);
         else {
             c->st = C_CLOSING;
@@ -771,7 +779,6 @@ static void run_broadcast(void) {
     double tc = now_s();
     connect_all(NCONN);
     double connect_s = now_s() - tc;
-    for (long i = 0; i < NCONN; i++) ep_set(&CONNS[i], EPOLLIN, EPOLL_CTL_MOD);
     join_all();
 
     if (O.bcast_warmup > 0) bcast_round(1, O.bcast_warmup, O.duration < 10 ? O.duration : 10);
