@@ -789,7 +789,8 @@ def run_loadgen(
             res.invalid.append(f"server said: {said[:200]}")
     if result.get("errors") and scenario.metric != "kib_per_conn":
         what = "failed cycles" if scenario.metric == "handshakes_per_s" else "lost/bad messages"
-        res.invalid.append(f"{result['errors']} {what}")
+        first = f" (the first: {result['first_error']})" if result.get("first_error") else ""
+        res.invalid.append(f"{result['errors']} {what}{first}")
     if result.get("timed_out") and scenario.metric != "kib_per_conn":
         res.ok = False
         res.reason = "timed out before all messages came back"

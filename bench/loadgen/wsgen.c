@@ -481,7 +481,9 @@ static int conn_read_response(struct conn *c, const char **why) {
  */
 static long frame_at(const unsigned char *b, size_t n, int *op, const unsigned char **pl, size_t *plen) {
     if (n < 2) return 0;
-    if (b[1] & 0x80) return -1; /* servers do not mask */
+    if (b[1] & 0x80) return -1;    /* servers do not mask */
+    if (b[0] & 0x70) return -1;    /* no extension was negotiated: RSV bits clear */
+    if ((b[0] & 0x88) == 0x08) return -1; /* a control frame is never fragmented */
     size_t len = b[1] & 0x7f, h = 2;
     if (len == 126) {
         if (n < 4) return 0;
@@ -841,6 +843,8 @@ static void run_broadcast(void) {
  * for the server to close the TCP connection (half-closing ours once the close
  * frames are exchanged, as ws does), and start again, until `count` cycles are
  * done or the deadline passes (then 5 s of grace for the cycles under way).
+ * A cycle fails on a bad handshake, a close code other than 1000 (or none), a
+ * frame that is not valid, or a step that takes over connect-timeout.
  */
 
 struct hs_result {
@@ -850,7 +854,14 @@ struct hs_result {
     double *times; /* µs per cycle, `done` of them */
 };
 
-static void hs_fail(struct conn *c, struct hs_result *r) {
+static char FIRST_ERROR[128]; /* why the first failed cycle of the phase failed */
+
+static void note_error(const char *why) {
+    if (!FIRST_ERROR[0]) snprintf(FIRST_ERROR, sizeof FIRST_ERROR, "%s", why);
+}
+
+static void hs_fail(struct conn *c, struct hs_result *r, const char *why) {
+    note_error(why);
     conn_close(c);
     r->errors++;
 }
@@ -865,11 +876,14 @@ static struct hs_result handshake_phase(long count, double deadline, long cap) {
         double t = now_s();
         for (long i = 0; i < NCONN; i++) {
             struct conn *c = &CONNS[i];
-            if (c->st != C_FREE && c->deadline < t) hs_fail(c, &r), active--; /* step timed out */
+            if (c->st != C_FREE && c->deadline < t) hs_fail(c, &r, "a step timed out"), active--;
             if (c->st == C_FREE && started < count && t < deadline) {
                 c->t0 = t;
                 started++;
-                if (conn_start(c) < 0) r.errors++;
+                if (conn_start(c) < 0) {
+                    note_error("socket or connect failed");
+                    r.errors++;
+                }
                 else active++;
             }
         }
@@ -885,22 +899,23 @@ static struct hs_result handshake_phase(long count, double deadline, long cap) {
         for (int e = 0; e < k; e++) {
             struct conn *c = EVS[e].data.ptr;
             if (c->st == C_CONNECTING) {
-                if (conn_send_request(c) < 0) hs_fail(c, &r), active--;
+                if (conn_send_request(c) < 0) hs_fail(c, &r, "connect failed"), active--;
                 continue;
             }
             if (c->st == C_RESPONSE) {
                 int x = conn_read_response(c, &why);
-                if (x < 0) { hs_fail(c, &r), active--; continue; }
+                if (x < 0) { hs_fail(c, &r, why), active--; continue; }
                 if (x == 0) continue;
-                if (send_close(c) < 0) { hs_fail(c, &r), active--; continue; }
+                if (send_close(c) < 0) { hs_fail(c, &r, "sending the close frame failed"), active--; continue; }
                 c->st = C_CLOSING;
                 c->deadline = now_s() + O.connect_timeout;
                 if (c->rlen == 0) continue; /* else the server's close may be here already */
             } else if (c->st == C_CLOSING || c->st == C_EOF_WAIT) {
-                if (c->rlen >= RBUF - 1) { hs_fail(c, &r), active--; continue; }
+                if (c->rlen >= RBUF - 1) { hs_fail(c, &r, "too much data before the close frame"), active--; continue; }
                 ssize_t n = recv(c->fd, c->rbuf + c->rlen, RBUF - 1 - c->rlen, 0);
                 if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
-                if (n < 0 || (n == 0 && c->st == C_CLOSING)) { hs_fail(c, &r), active--; continue; }
+                if (n < 0) { hs_fail(c, &r, "connection reset"), active--; continue; }
+                if (n == 0 && c->st == C_CLOSING) { hs_fail(c, &r, "closed without a close frame"), active--; continue; }
                 if (n == 0) { /* the server closed the TCP connection: a cycle done */
                     conn_close(c);
                     active--;
@@ -910,28 +925,33 @@ static struct hs_result handshake_phase(long count, double deadline, long cap) {
                     r.done++;
                     continue;
                 }
-                if (c->st == C_EOF_WAIT) { hs_fail(c, &r), active--; continue; } /* data after close */
+                if (c->st == C_EOF_WAIT) continue; /* after the close frame: ignored, as ws does */
                 c->rlen += (size_t)n;
             }
             /* C_CLOSING: look for the server's close frame */
-            int op, bad = 0, closed = 0;
+            int op, closed = 0;
+            const char *bad = NULL;
             const unsigned char *pl;
             size_t plen;
             long fk;
             while ((fk = frame_at(c->rbuf, c->rlen, &op, &pl, &plen)) != 0) {
-                if (fk < 0) { bad = 1; break; }
+                if (fk < 0) { bad = "a frame that is not valid"; break; }
                 if ((op & 0x0f) == 0x8) {
                     int code = plen >= 2 ? (pl[0] << 8 | pl[1]) : 1005;
-                    if (code != 1000 && code != 1005) bad = 1;
+                    static char code_msg[48];
+                    snprintf(code_msg, sizeof code_msg, "close code %d, not 1000", code);
+                    if (code != 1000 && code != 1005) bad = code_msg;
                     closed = 1;
                     consume(c, fk);
                     break;
                 }
                 consume(c, fk); /* data or ping before the close: passed over */
             }
-            if (bad) { hs_fail(c, &r), active--; continue; }
+            if (bad) { hs_fail(c, &r, bad), active--; continue; }
             if (closed) {
-                if (c->rlen) { hs_fail(c, &r), active--; continue; }
+                /* Bytes after the server's close frame are ignored, as ws does
+                 * (flask-sock's Werkzeug writes an HTTP response there). */
+                c->rlen = 0;
                 shutdown(c->fd, SHUT_WR);
                 c->st = C_EOF_WAIT;
             }
@@ -956,8 +976,9 @@ static void run_handshake(void) {
     }
     emit("{\"event\":\"measure_start\"}");
     double cpu0 = cpu_s(), t0 = now_s();
+    FIRST_ERROR[0] = 0; /* the measured phase's own */
     struct hs_result r = handshake_phase(O.count, t0 + O.duration, O.count);
-    double wall = r.last - t0;
+    double wall = (r.done ? r.last : now_s()) - t0; /* none done: the phase's length */
     double cpu = cpu_s() - cpu0;
     emit("{\"event\":\"measure_end\"}");
     long nt = r.done < O.count ? r.done : O.count;
@@ -972,6 +993,7 @@ static void run_handshake(void) {
     jbool(&p, "truncated_by_deadline", r.done + r.errors < O.count);
     jnum(&p, "wall_s", wall);
     jnum(&p, "handshakes_per_s", (double)r.done / wall);
+    if (FIRST_ERROR[0]) p += sprintf(p, ",\"first_error\":\"%s\"", FIRST_ERROR);
     if (nt > 0)
         p += sprintf(p, ",\"latency\":{\"p50_us\":%.10g,\"p99_us\":%.10g,\"max_us\":%.10g}",
                      percentile(r.times, nt, 50), percentile(r.times, nt, 99), r.times[nt - 1]);
