@@ -9,8 +9,12 @@ skipped where there is no C compiler or no epoll (not Linux).
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -203,12 +207,27 @@ def test_handshake_cycles(wsgen: Path) -> None:
     assert 0 < r["latency"]["p50_us"] <= r["latency"]["p99_us"] <= r["latency"]["max_us"]
 
 
-@pytest.fixture
-def wrong_accept_port() -> Iterator[int]:
-    """A server that answers every upgrade with 101 and a wrong Sec-WebSocket-Accept."""
+#: What Werkzeug writes after a flask-sock WebSocket ends.
+HTTP_AFTER = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+
+@contextlib.contextmanager
+def raw_server(behaviour: str) -> Iterator[int]:
+    """A hand-written server, one connection at a time: ``wrong-accept`` answers
+    the upgrade with a wrong Sec-WebSocket-Accept; ``close-then-http`` completes the
+    handshake, answers the close frame with its own, then writes an HTTP response;
+    ``http-no-close`` writes only the HTTP response. Each then closes the socket."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.2)
     stop = threading.Event()
+
+    def read_until(conn: socket.socket, data: bytes, end: bytes) -> bytes:
+        while end not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return data
 
     def serve_forever() -> None:
         while not stop.is_set():
@@ -220,17 +239,22 @@ def wrong_accept_port() -> Iterator[int]:
                 return
             with conn:
                 conn.settimeout(5)
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
+                request = read_until(conn, b"", b"\r\n\r\n")
+                key = re.search(rb"Sec-WebSocket-Key: (\S+)", request)
+                accept = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+                if behaviour != "wrong-accept" and key:
+                    digest = hashlib.sha1(key.group(1) + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+                    accept = base64.b64encode(digest.digest())
                 conn.sendall(
                     b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                    b"Connection: Upgrade\r\nSec-WebSocket-Accept: "
-                    b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
                 )
+                if behaviour == "wrong-accept":
+                    continue
+                with contextlib.suppress(OSError):
+                    conn.recv(64)  # the client's close frame (8 bytes)
+                    reply = b"\x88\x02\x03\xe8" if behaviour == "close-then-http" else b""
+                    conn.sendall(reply + HTTP_AFTER)
 
     thread = threading.Thread(target=serve_forever, daemon=True)
     thread.start()
@@ -240,6 +264,36 @@ def wrong_accept_port() -> Iterator[int]:
         stop.set()
         thread.join(5)
         listener.close()
+
+
+@pytest.fixture
+def wrong_accept_port() -> Iterator[int]:
+    with raw_server("wrong-accept") as port:
+        yield port
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "handshakes"), [("close-then-http", 6), ("http-no-close", 0)]
+)
+def test_handshake_ignores_bytes_after_the_close_frame_only(
+    wsgen: Path, behaviour: str, handshakes: int
+) -> None:
+    with raw_server(behaviour) as port:
+        code, events, stderr = run_wsgen(
+            wsgen,
+            f"ws://127.0.0.1:{port}/echo",
+            scenario="handshake",
+            parallel=1,
+            count=6,
+            warmup=0,
+            duration=10,
+        )
+    assert code == 0, stderr
+    r = result_of(events)
+    assert r["handshakes"] == handshakes
+    assert r["errors"] == 6 - handshakes
+    if handshakes == 0:
+        assert r["first_error"] == "a frame that is not valid"
 
 
 def test_handshake_counts_a_wrong_accept_as_a_failed_cycle(
