@@ -10,6 +10,12 @@ streams are random and adversarial: valid messages of every length encoding,
 fragments, control frames inside fragmented messages, reserved bits, unmasked
 frames, non-minimal and oversized lengths, invalid UTF-8 (also cut inside a
 character), garbage, all cut at random points.
+
+With permessage-deflate negotiated the fast path also inflates whole compressed
+frames, on the decompressor wsproto uses for the frames it parses: compressed
+streams (a real client-side compressor, with and without context takeover, every
+negotiated window) mix frames of both kinds, fragments, control frames, corrupt
+deflate data, messages that inflate past the limit and RSV1 where it is not allowed.
 """
 
 from __future__ import annotations
@@ -17,14 +23,19 @@ from __future__ import annotations
 import itertools
 import os
 import struct
+import zlib
+from dataclasses import dataclass
+from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import Request
+from wsproto.extensions import PerMessageDeflate
 
 from wsgiws.mask import apply_mask_python
-from wsgiws.protocol import ServerProtocol
+from wsgiws.protocol import Event, Failed, MessageReceived, ServerProtocol, State
 
 from .helpers import close_payload, frame
 
@@ -37,13 +48,32 @@ DIFF = settings(
 LIMIT = 1000
 
 
-def opened(*, fast: bool, limit: int | None) -> ServerProtocol:
-    """An accepted protocol, with or without the fast path."""
-    server = ServerProtocol(max_message_size=limit, fast=fast)
+@dataclass(frozen=True)
+class Deflate:
+    """What the client offers: permessage-deflate with these parameters."""
+
+    no_context_takeover: bool = False
+    window_bits: int = 15
+
+
+def opened(
+    *, fast: bool, limit: int | None, deflate: Deflate | None = None, hold: bool = False
+) -> ServerProtocol:
+    """An accepted protocol, with or without the fast path (and permessage-deflate)."""
+    server = ServerProtocol(max_message_size=limit, fast=fast, hold_failure_close=hold)
     client = WSConnection(ConnectionType.CLIENT)
-    server.receive_data(client.send(Request(host="h", target="/")))
-    server.accept()
+    extensions = []
+    if deflate is not None:
+        extensions.append(
+            PerMessageDeflate(
+                client_no_context_takeover=deflate.no_context_takeover,
+                client_max_window_bits=deflate.window_bits,
+            )
+        )
+    server.receive_data(client.send(Request(host="h", target="/", extensions=extensions)))
+    server.accept(compression=deflate is not None)
     server.data_to_send()
+    assert (server.deflate_bits is not None) is (deflate is not None)
     return server
 
 
@@ -130,15 +160,20 @@ def cut(data: bytes, points: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(marks) if b > a]
 
 
-def same_behaviour(pieces: list[bytes], limit: int | None) -> None:
-    fast = opened(fast=True, limit=limit)
-    reference = opened(fast=False, limit=limit)
+def same_behaviour(
+    pieces: list[bytes], limit: int | None, deflate: Deflate | None = None, hold: bool = False
+) -> None:
+    fast = opened(fast=True, limit=limit, deflate=deflate, hold=hold)
+    reference = opened(fast=False, limit=limit, deflate=deflate, hold=hold)
     for piece in pieces:
         got = fast.receive_data(memoryview(bytearray(piece)))
         want = reference.receive_data(piece)
         assert got == want
         assert fast.data_to_send() == reference.data_to_send()
         assert fast.state is reference.state
+        assert fast.failure_pending is reference.failure_pending
+    assert fast.close_failed() == reference.close_failed()
+    assert fast.data_to_send() == reference.data_to_send()
     assert fast.receive_eof() == reference.receive_eof()
 
 
@@ -176,3 +211,245 @@ def test_messages_split_byte_by_byte() -> None:
             [stream[:first]] + [stream[i : i + size] for i in range(first, len(stream), size)],
             None,
         )
+
+
+# -- permessage-deflate ---------------------------------------------------------------
+
+
+class Compressor:
+    """The client's side of permessage-deflate: one compressor for the stream
+    (context takeover) or a fresh one per message."""
+
+    def __init__(self, window_bits: int, takeover: bool) -> None:
+        self.window_bits = window_bits
+        self.takeover = takeover
+        self._shared = self._new()
+
+    def _new(self) -> zlib._Compress:
+        return zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -self.window_bits)
+
+    def __call__(self, data: bytes) -> bytes:
+        compressor = self._shared if self.takeover else self._new()
+        out = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        assert out.endswith(b"\x00\x00\xff\xff")
+        return out[:-4]
+
+
+@dataclass(frozen=True)
+class Message:
+    """A data message of a compressed stream, and how to send it."""
+
+    opcode: int  # 1 or 2
+    data: bytes
+    compressed: bool
+    cuts: tuple[int, ...]  # where the (compressed) payload is cut into fragments
+    pings: tuple[int, ...]  # after which fragments a ping goes
+    corrupt: int | None  # index of a payload byte to flip
+    rsv1_on_continuation: bool
+    wide: int
+
+
+@dataclass(frozen=True)
+class Raw:
+    """Bytes sent as they are (control frames, garbage, hand-made frames)."""
+
+    data: bytes
+
+
+DEFLATE_TEXTS = st.one_of(
+    TEXTS,
+    st.text(alphabet="ab {}:,", max_size=600).map(str.encode),  # compresses well
+    st.sampled_from([b"", '{"user": "é", "text": "hello there"}'.encode() * 20]),
+)
+
+
+@st.composite
+def deflate_items(draw: st.DrawFn) -> Message | Raw:
+    kind = draw(st.sampled_from(["message"] * 6 + ["bomb", "bad-text", "control", "rsv1", "raw"]))
+    if kind == "control":
+        opcode = draw(st.sampled_from([0x8, 0x9, 0xA]))
+        payload = close_payload(1000) if opcode == 0x8 else draw(st.binary(max_size=20))
+        rsv = 4 if draw(st.integers(0, 3)) == 0 else 0  # RSV1 on a control frame
+        return Raw(raw_frame(opcode, payload, fin=True, rsv=rsv, mask=True, wide=0))
+    if kind == "rsv1":  # RSV1 data frames that inflate to nothing sensible
+        payload = draw(st.binary(max_size=60))
+        opcode = draw(st.sampled_from([0, 1, 2]))
+        fin = draw(st.booleans())
+        rsv = draw(st.sampled_from([4, 4, 4, 5, 6, 2]))
+        return Raw(raw_frame(opcode, payload, fin=fin, rsv=rsv, mask=True, wide=0))
+    if kind == "raw":
+        return Raw(draw(frames()))
+    if kind == "bomb":
+        data = b"\x00" * draw(st.sampled_from([LIMIT - 1, LIMIT, LIMIT + 1, 20 * LIMIT]))
+        opcode = draw(st.sampled_from([1, 2]))
+    elif kind == "bad-text":
+        data = draw(TEXTS) + draw(INVALID_UTF8) + draw(TEXTS)
+        opcode = 1
+    else:
+        opcode = draw(st.sampled_from([1, 2]))
+        data = draw(DEFLATE_TEXTS) if opcode == 1 else draw(st.one_of(DEFLATE_TEXTS, st.binary()))
+    fragments = draw(st.sampled_from([1, 1, 1, 1, 2, 3]))
+    cuts = tuple(sorted(draw(st.lists(st.integers(0, 600), min_size=fragments - 1))))
+    rare = draw(st.integers(0, 19))
+    return Message(
+        opcode=opcode,
+        data=data,
+        compressed=draw(st.integers(0, 4)) > 0,
+        cuts=cuts,
+        pings=tuple(draw(st.lists(st.integers(0, fragments - 1), max_size=2))),
+        corrupt=draw(st.integers(0, 10**6)) if rare == 0 else None,
+        rsv1_on_continuation=rare == 1,
+        wide=draw(st.sampled_from([2, 8])) if rare == 2 else 0,
+    )
+
+
+def deflate_stream(items: list[Message | Raw], compress: Compressor) -> bytes:
+    """The bytes of ``items``, messages compressed in order by ``compress``."""
+    out = []
+    for item in items:
+        if isinstance(item, Raw):
+            out.append(item.data)
+            continue
+        payload = compress(item.data) if item.compressed else item.data
+        if item.corrupt is not None and payload:
+            at = item.corrupt % len(payload)
+            payload = payload[:at] + bytes([payload[at] ^ 0x5A]) + payload[at + 1 :]
+        marks = [0, *(c % (len(payload) + 1) for c in item.cuts), len(payload)]
+        marks.sort()
+        last = len(marks) - 2
+        for index, (a, b) in enumerate(itertools.pairwise(marks)):
+            opcode = item.opcode if index == 0 else 0
+            rsv = 4 if (index == 0 and item.compressed) or item.rsv1_on_continuation else 0
+            out.append(
+                raw_frame(
+                    opcode, payload[a:b], fin=index == last, rsv=rsv, mask=True, wide=item.wide
+                )
+            )
+            if index in item.pings:
+                out.append(raw_frame(0x9, b"p", fin=True, rsv=0, mask=True, wide=0))
+    return b"".join(out)
+
+
+DEFLATE_OFFERS = st.builds(
+    Deflate, no_context_takeover=st.booleans(), window_bits=st.sampled_from([9, 12, 15])
+)
+
+
+@DIFF
+@given(
+    items=st.lists(deflate_items(), max_size=10),
+    offer=DEFLATE_OFFERS,
+    takeover=st.booleans(),
+    window_bits=st.sampled_from([9, 10, 12, 15]),
+    points=st.lists(st.integers(0, 10**5), max_size=8),
+    limit=st.sampled_from([LIMIT, None]),
+    hold=st.booleans(),
+)
+def test_fast_path_inflates_like_wsproto(
+    items: list[Message | Raw],
+    offer: Deflate,
+    takeover: bool,
+    window_bits: int,
+    points: list[int],
+    limit: int | None,
+    hold: bool,
+) -> None:
+    """Compressed streams: the client's compressor may use context takeover where it
+    was not negotiated, or a window larger than negotiated (both fail with 1007)."""
+    stream = deflate_stream(items, Compressor(window_bits, takeover))
+    same_behaviour(cut(stream, points), limit, offer, hold)
+
+
+@DIFF
+@given(
+    data=st.binary(max_size=400),
+    points=st.lists(st.integers(0, 400), max_size=6),
+    offer=DEFLATE_OFFERS,
+)
+def test_fast_path_with_deflate_on_arbitrary_bytes(
+    data: bytes, points: list[int], offer: Deflate
+) -> None:
+    same_behaviour(cut(data, points), LIMIT, offer)
+
+
+def test_decompressor_is_shared_when_frames_alternate() -> None:
+    """With context takeover every message refers to the ones before it: whole
+    frames (the fast path) and fragmented ones (wsproto) alternate on one
+    decompressor, whatever the cuts."""
+    compress = Compressor(15, takeover=True)
+    texts = [f'{{"seq": {i}, "text": "hello there", "room": "lobby"}}' for i in range(12)]
+    stream = b""
+    for i, text in enumerate(texts):
+        payload = compress(text.encode() * 4)
+        if i % 3 == 1:  # fragmented, with a ping in between: wsproto parses it
+            stream += raw_frame(1, payload[:5], fin=False, rsv=4, mask=True, wide=0)
+            stream += raw_frame(0x9, b"", fin=True, rsv=0, mask=True, wide=0)
+            stream += raw_frame(0, payload[5:], fin=True, rsv=0, mask=True, wide=0)
+        else:
+            stream += raw_frame(1, payload, fin=True, rsv=4, mask=True, wide=0)
+    stream += raw_frame(2, b"plain", fin=True, rsv=0, mask=True, wide=0)
+    expected = [MessageReceived(text * 4) for text in texts] + [MessageReceived(b"plain")]
+    for offer in (Deflate(), Deflate(window_bits=15)):
+        server = opened(fast=True, limit=None, deflate=offer)
+        assert server.receive_data(stream) == expected
+        same_behaviour([stream], None, offer)
+        same_behaviour([stream[i : i + 1] for i in range(len(stream))], LIMIT, offer)
+        for size in (7, 50, 300):
+            same_behaviour(
+                [stream[i : i + size] for i in range(0, len(stream), size)], LIMIT, offer
+            )
+
+
+class Counting(ServerProtocol):
+    """Counts the bytes that reach wsproto."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.to_wsproto = 0
+
+    def _receive_slow(self, data: bytes) -> list[Event]:
+        self.to_wsproto += len(data)
+        return super()._receive_slow(data)
+
+
+def test_whole_compressed_frames_take_the_fast_path() -> None:
+    """Whole compressed (and plain) data frames never reach wsproto; a fragmented
+    message does, and the frames after it take the fast path again."""
+    server = Counting(max_message_size=LIMIT)
+    client = WSConnection(ConnectionType.CLIENT)
+    server.receive_data(
+        client.send(Request(host="h", target="/", extensions=[PerMessageDeflate()]))
+    )
+    server.accept(compression=True)
+    compress = Compressor(15, takeover=True)
+    whole = raw_frame(1, compress(b"x" * 500), fin=True, rsv=4, mask=True, wide=0)
+    plain = raw_frame(2, b"y" * 200, fin=True, rsv=0, mask=True, wide=0)
+    assert server.receive_data(whole + plain) == [
+        MessageReceived("x" * 500),
+        MessageReceived(b"y" * 200),
+    ]
+    assert server.to_wsproto == 0
+    payload = compress(b"z" * 300)
+    fragmented = raw_frame(2, payload[:3], fin=False, rsv=4, mask=True, wide=0) + raw_frame(
+        0, payload[3:], fin=True, rsv=0, mask=True, wide=0
+    )
+    assert server.receive_data(fragmented) == [MessageReceived(b"z" * 300)]
+    assert server.to_wsproto == len(fragmented)
+    again = raw_frame(1, compress(b"x" * 500), fin=True, rsv=4, mask=True, wide=0)
+    assert server.receive_data(again) == [MessageReceived("x" * 500)]
+    assert server.to_wsproto == len(fragmented)
+
+
+@pytest.mark.parametrize("size", [LIMIT, LIMIT + 1])
+def test_fast_path_bounds_inflation(size: int) -> None:
+    """A compressed frame inflating past max_message_size fails with wsproto's 1009."""
+    server = opened(fast=True, limit=LIMIT, deflate=Deflate())
+    stream = raw_frame(2, Compressor(15, False)(b"\x00" * size), fin=True, rsv=4, mask=True, wide=0)
+    events = server.receive_data(stream)
+    if size == LIMIT:
+        assert events == [MessageReceived(b"\x00" * LIMIT)]
+    else:
+        assert events == [
+            Failed(1009, f"message inflates beyond max_message_size of {LIMIT} bytes")
+        ]
+        assert server.state is State.CLOSED

@@ -205,6 +205,34 @@ class BoundedDeflate(PerMessageDeflate):
             self._decompressor = None
         return out
 
+    def inflate_message(self, payload: bytes) -> bytes | CloseReason:
+        """Inflate a whole message that arrived as one compressed frame.
+
+        For the protocol's fast path: ``payload`` is the unmasked payload of a
+        final text or binary frame with RSV1 set that arrived whole while wsproto
+        was between messages (:func:`between_frames`). This does what wsproto's
+        calls of the inbound hooks above do for such a frame, in the same order on
+        the same decompressor (created with the negotiated client window, kept
+        between messages unless ``client_no_context_takeover``), so frames parsed
+        here and frames parsed by wsproto may alternate: the payload, then the
+        empty block that ends the message, each inflation bounded by
+        ``max_message_size``. Returns the message, or the close code wsproto's
+        hooks would fail the frame with (1007 for corrupt data, 1009 past the
+        bound); after a failure the connection is done and the state is not reused.
+        """
+        if self._decompressor is None:
+            self._decompressor = zlib.decompressobj(-self.client_max_window_bits)
+        out = self._inflate(payload)
+        if isinstance(out, CloseReason):
+            return out
+        end = self._inflate(b"\x00\x00\xff\xff")
+        self._inflated = 0
+        if isinstance(end, CloseReason):
+            return end
+        if self.client_no_context_takeover:
+            self._decompressor = None
+        return out + end if end else out
+
 
 def between_frames(ws: WSConnection | Connection) -> bool:
     """True when wsproto's parser holds no byte and no message is in progress.

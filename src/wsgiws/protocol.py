@@ -8,7 +8,8 @@ the parsed request to wsproto through ``initiate_upgrade_connection`` — the sa
 point a WSGI server's already-parsed request takes — and then lets wsproto parse and
 validate frames. The common case has a fast path: while wsproto is between frames,
 complete unfragmented text and binary frames are parsed here (one header check, one
-unmask, one decode per message) and anything else is left to wsproto, the reference;
+unmask, one inflation with permessage-deflate, one decode per message) and anything
+else is left to wsproto, the reference;
 ``tests/test_fast_path.py`` checks on random and adversarial streams, cut at random
 points, that both give the same events, bytes and close codes. On top of wsproto it
 assembles fragmented messages under ``max_message_size`` and maps every failure to
@@ -39,9 +40,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import dataclasses
 import enum
 import struct
+import threading
 import zlib
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
@@ -206,10 +209,28 @@ def _opcode_and_payload(data: str | bytes) -> tuple[Opcode, bytes]:
     raise TypeError(f"message must be str or bytes, not {type(data).__name__}")
 
 
+#: Each thread's compressors, by window size (see :func:`deflate`).
+_compressors = threading.local()
+
+
 def deflate(payload: bytes, window_bits: int) -> bytes:
-    """Compress one message without context takeover (RFC 7692 §7.2.1)."""
-    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -window_bits)
-    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    """Compress one message without context takeover (RFC 7692 §7.2.1).
+
+    Each thread keeps one compressor per window size: setting one up allocates
+    and clears some 256 KiB, more than compressing a small message costs. A full
+    flush ends each message: it empties the compressor and resets its state, so
+    no message refers to an earlier one (what ``server_no_context_takeover``
+    promises the client), and it ends with the empty stored block whose
+    ``00 00 ff ff`` is left out. If compressing fails, the compressor is dropped.
+    """
+    cache: dict[int, zlib._Compress] | None = getattr(_compressors, "by_bits", None)
+    if cache is None:
+        cache = _compressors.by_bits = {}
+    compressor = cache.pop(window_bits, None)
+    if compressor is None:
+        compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -window_bits)
+    data = compressor.compress(payload) + compressor.flush(zlib.Z_FULL_FLUSH)
+    cache[window_bits] = compressor
     return data[:-4]  # the empty block's 00 00 ff ff tail is implied
 
 
@@ -407,6 +428,15 @@ class DeclaredSize:
         return self.total > limit
 
 
+def _utf8_error(data: bytes) -> str:
+    """The reason wsproto gives for a whole text message that is not UTF-8."""
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(data, True)
+    except UnicodeDecodeError as exc:
+        return str(exc)
+    raise ValueError("valid UTF-8")  # pragma: no cover
+
+
 def _utf8_len(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
@@ -429,6 +459,7 @@ class ServerProtocol:
     # Slots: one of these lives as long as its connection (memory per connection).
     __slots__ = (
         "_declared",
+        "_deflate",
         "_early",
         "_early_size",
         "_fast",
@@ -463,8 +494,11 @@ class ServerProtocol:
         # The close frame (code, reason) held back after a violation of the peer.
         self._held_close: tuple[int, str] | None = None
         self._fast_allowed = fast
-        # Set at accept: the fast path runs (no extension negotiated).
+        # Set at accept: the fast path runs.
         self._fast = False
+        # The permessage-deflate extension, when negotiated: the fast path inflates
+        # with it, on the decompressor wsproto uses too.
+        self._deflate: BoundedDeflate | None = None
         # The fast path's bytes of a data frame still incomplete, when it took one.
         self._stash = bytearray()
         self.max_request_size = max_request_size
@@ -557,6 +591,14 @@ class ServerProtocol:
         binary frame whose header passed is kept in ``_stash`` (at most
         ``max_message_size`` plus one read) until it is whole; an incomplete text
         frame goes to wsproto, which checks its UTF-8 as it arrives.
+
+        With permessage-deflate, a whole frame with RSV1 (and no other reserved
+        bit) is a compressed message: it is inflated by
+        :meth:`~wsgiws.deflate.BoundedDeflate.inflate_message`, on the decompressor
+        wsproto uses for the frames it parses, so the two may alternate with or
+        without context takeover. Compressed frames are never stashed (wsproto
+        inflates an incomplete one as it arrives), and one that fails is answered
+        here (see :meth:`_inflated_message`).
         """
         events: list[Event] = []
         stash = self._stash
@@ -567,14 +609,24 @@ class ServerProtocol:
         else:
             buf = data
         limit = self.max_message_size
+        inflater = self._deflate
+        # What a compressed frame may announce (as DeclaredSize allows it).
+        zlimit = 0 if limit is None else compressed_size_bound(limit)
         n = len(buf)
         i = 0
         while n - i >= 6:
             first = buf[i]
             second = buf[i + 1]
             opcode = first ^ 0x80
-            if (opcode != 1 and opcode != 2) or not second & 0x80:
-                break  # not FIN, reserved bits, another opcode, or unmasked
+            compressed = False
+            if opcode != 1 and opcode != 2:
+                # RSV1 alone: a compressed message, with permessage-deflate (RFC 7692 §6).
+                if inflater is None or (opcode != 0x41 and opcode != 0x42):
+                    break  # not FIN, other reserved bits, another opcode
+                opcode ^= 0x40
+                compressed = True
+            if not second & 0x80:
+                break  # unmasked
             length = second & 0x7F
             if length < 126:
                 start = i + 6
@@ -592,12 +644,12 @@ class ServerProtocol:
                 length = int.from_bytes(buf[i + 2 : i + 10], "big")
                 if length < 65536 or length >> 63:
                     break
-            if limit is not None and length > limit:
+            if limit is not None and length > (zlimit if compressed else limit):
                 break
             end = start + length
             if end > n:
-                if opcode != 2:
-                    break
+                if opcode != 2 or compressed:
+                    break  # wsproto reads (and inflates, checks) it as it arrives
                 # Keep the incomplete binary frame; wsproto sees none of it yet.
                 if buf is stash:
                     del stash[:i]
@@ -610,6 +662,15 @@ class ServerProtocol:
                 memoryview(stash)[start:end] if buf is stash else buf[start:end],
                 bytes(buf[start - 4 : start]),
             )
+            if compressed:
+                assert inflater is not None
+                message = self._inflated_message(inflater, payload, opcode)
+                events.append(message)
+                if type(message) is Failed:
+                    stash.clear()
+                    return events, len(data)  # what follows is discarded
+                i = end
+                continue
             if opcode == 1:
                 try:
                     events.append(MessageReceived(payload.decode()))
@@ -625,6 +686,27 @@ class ServerProtocol:
                 events += self._receive_slow(rest)
             return events, len(data)
         return events, i
+
+    def _inflated_message(
+        self, inflater: BoundedDeflate, payload: bytes, opcode: int
+    ) -> MessageReceived | Failed:
+        """The message of a whole compressed frame, or the failure wsproto answers it with.
+
+        The decompressor has moved on once the frame is inflated, so wsproto could
+        not take a frame that fails over: the answer is given here, with wsproto's
+        codes and reasons (1007 "error in extension" for corrupt deflate data, 1009
+        past ``max_message_size``, 1007 with the codec's message for text that is
+        not UTF-8), which ``tests/test_fast_path.py`` compares with wsproto's own.
+        """
+        data = inflater.inflate_message(payload)
+        if isinstance(data, CloseReason):
+            return self._peer_failed(data, "error in extension")
+        if opcode == 2:
+            return MessageReceived(data)
+        try:
+            return MessageReceived(data.decode())
+        except UnicodeDecodeError:
+            return self._peer_failed(CloseReason.INVALID_FRAME_PAYLOAD_DATA, _utf8_error(data))
 
     def _receive_slow(self, data: bytes) -> list[Event]:
         """Feed bytes to wsproto (through the declared-size check)."""
@@ -815,13 +897,7 @@ class ServerProtocol:
                 if self._ws.state is ConnectionState.OPEN:
                     # wsproto reports a frame it could not parse as a close event
                     # while staying OPEN: this is a protocol failure of the peer.
-                    reason = event.reason or ""
-                    if event.code == CloseReason.MESSAGE_TOO_BIG:
-                        reason = (
-                            "message inflates beyond max_message_size of "
-                            f"{self.max_message_size} bytes"
-                        )
-                    events.append(self._fail(event.code, reason))
+                    events.append(self._peer_failed(event.code, event.reason or ""))
                     return events
                 if self._ws.state is ConnectionState.REMOTE_CLOSING:
                     self._out.append(self._ws.send(event.response()))
@@ -829,6 +905,12 @@ class ServerProtocol:
                 events.append(CloseReceived(int(event.code), event.reason or ""))
                 return events
         return events
+
+    def _peer_failed(self, code: int, reason: str) -> Failed:
+        """Fail the connection for a frame wsproto refused with ``code`` and ``reason``."""
+        if code == CloseReason.MESSAGE_TOO_BIG:
+            reason = f"message inflates beyond max_message_size of {self.max_message_size} bytes"
+        return self._fail(code, reason)
 
     def _is_closed(self) -> bool:
         # A method, so that a type checker does not narrow self.state for good.
@@ -897,6 +979,7 @@ class ServerProtocol:
         )
         if extensions and extensions[0].enabled():
             self.deflate_bits = extensions[0].server_max_window_bits
+            self._deflate = extensions[0]
         assert isinstance(self._ws, WSConnection) and self._ws.connection is not None
         self._ws = self._ws.connection
         if self.max_message_size is not None:
@@ -904,7 +987,7 @@ class ServerProtocol:
                 self.max_message_size, deflate=self.deflate_bits is not None
             )
         self.state = State.OPEN
-        self._fast = self._fast_allowed and self.deflate_bits is None
+        self._fast = self._fast_allowed
         # Frames sent during the decision were encoded without knowing whether
         # compression would be negotiated: they are plain frames, valid either way.
         self._out += self._early
