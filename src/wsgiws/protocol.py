@@ -48,7 +48,7 @@ import threading
 import zlib
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
-from typing import Final
+from typing import Final, Protocol
 from urllib.parse import unquote
 
 import h11
@@ -209,6 +209,13 @@ def _opcode_and_payload(data: str | bytes) -> tuple[Opcode, bytes]:
     raise TypeError(f"message must be str or bytes, not {type(data).__name__}")
 
 
+class _Compressor(Protocol):
+    """What :func:`deflate` uses of a :func:`zlib.compressobj`."""
+
+    def compress(self, data: bytes, /) -> bytes: ...
+    def flush(self, mode: int, /) -> bytes: ...
+
+
 #: Each thread's compressors, by window size (see :func:`deflate`).
 _compressors = threading.local()
 
@@ -223,7 +230,7 @@ def deflate(payload: bytes, window_bits: int) -> bytes:
     promises the client), and it ends with the empty stored block whose
     ``00 00 ff ff`` is left out. If compressing fails, the compressor is dropped.
     """
-    cache: dict[int, zlib._Compress] | None = getattr(_compressors, "by_bits", None)
+    cache: dict[int, _Compressor] | None = getattr(_compressors, "by_bits", None)
     if cache is None:
         cache = _compressors.by_bits = {}
     compressor = cache.pop(window_bits, None)
