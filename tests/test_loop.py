@@ -287,3 +287,24 @@ def test_callbacks_queued_by_callbacks_run_on_the_next_pass(loop: SelectorLoop) 
     done = threading.Event()
     on_loop(loop, lambda: loop.call_soon_threadsafe(done.set))
     assert done.wait(TIMEOUT)
+
+
+def test_pass_hook_runs_after_the_callbacks_of_each_pass(loop: SelectorLoop) -> None:
+    """The pass hook runs on the loop thread after what a pass ran, before the loop
+    waits again; None removes it."""
+    seen: list[str] = []
+    done = threading.Event()
+
+    def hook() -> None:
+        seen.append("hook")
+        if "callback" in seen:
+            done.set()
+
+    on_loop(loop, lambda: loop.set_pass_hook(hook))
+    loop.call_soon_threadsafe(lambda: seen.append("callback"))
+    assert done.wait(TIMEOUT)
+    assert seen.index("hook", seen.index("callback")) == seen.index("callback") + 1
+    on_loop(loop, lambda: loop.set_pass_hook(None))
+    count = len(seen)
+    on_loop(loop, lambda: None)
+    assert len(seen) == count

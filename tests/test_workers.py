@@ -111,3 +111,96 @@ def test_drain_of_exactly_one_batch_stops() -> None:
     executor.submit(functools.partial(ran.append, BATCH))
     wait_for(lambda: len(ran) == BATCH)
     pool.shutdown(timeout=1)
+
+
+def test_a_burst_of_deferred_tasks_wakes_one_thread() -> None:
+    """Tasks submitted by the deferring thread wake no one until it flushes; then one
+    thread runs them all, in order."""
+    pool = WorkerPool(4)
+    ran: list[int] = []
+    pool.defer_wakeups()
+    for i in range(50):
+        pool.submit(functools.partial(ran.append, i))
+    assert pool._threads == []
+    assert ran == []
+    pool.flush()
+    wait_for(lambda: len(ran) == 50)
+    assert ran == list(range(50))
+    assert len(pool._threads) == 1
+    pool.defer_wakeups(False)
+    pool.shutdown(TIMEOUT)
+
+
+def test_stopping_deferral_flushes() -> None:
+    pool = WorkerPool(2)
+    done = threading.Event()
+    pool.defer_wakeups()
+    pool.submit(done.set)
+    pool.defer_wakeups(False)
+    assert done.wait(TIMEOUT)
+    pool.shutdown(TIMEOUT)
+
+
+def test_other_threads_wake_workers_while_one_defers() -> None:
+    """Only the thread that asked for deferral has its wake-ups deferred."""
+    pool = WorkerPool(2)
+    pool.defer_wakeups()
+    done = threading.Event()
+    thread = threading.Thread(target=pool.submit, args=(done.set,))
+    thread.start()
+    thread.join(TIMEOUT)
+    assert done.wait(TIMEOUT)
+    pool.shutdown(TIMEOUT)
+
+
+def test_a_blocked_task_does_not_hold_up_tasks_queued_behind_it() -> None:
+    """Tasks submitted while a thread is busy wake no one, but when the first in line
+    waits while that thread stays busy, the idle watcher thread takes it."""
+    pool = WorkerPool(4)
+    release = threading.Event()
+    first = threading.Event()
+    pool.submit(release.wait)  # a thread starts and blocks
+    pool.submit(first.set)  # a spare thread starts, runs it, then watches
+    assert first.wait(TIMEOUT)
+    wait_for(lambda: pool._watcher is not None)
+    threads = len(pool._threads)
+    done = threading.Event()
+    pool.submit(done.set)  # a thread is active: no wake-up, the watcher steps in
+    assert done.wait(TIMEOUT)
+    assert not release.is_set()
+    # The watcher took the task and started another spare to watch in its place.
+    wait_for(lambda: pool._watcher is not None)
+    assert len(pool._threads) == threads + 1
+    release.set()
+    pool.shutdown(TIMEOUT)
+    assert not any(t.is_alive() for t in pool._threads)
+
+
+def test_tasks_queued_behind_several_blocked_tasks_still_run() -> None:
+    """Each stall brings in one more thread, up to the pool's size."""
+    pool = WorkerPool(4)
+    release = threading.Event()
+    done = threading.Event()
+    for _ in range(3):
+        pool.submit(functools.partial(release.wait, TIMEOUT))
+    pool.submit(done.set)
+    assert done.wait(TIMEOUT)
+    assert not release.is_set()
+    release.set()
+    pool.shutdown(TIMEOUT)
+    assert not any(t.is_alive() for t in pool._threads)
+
+
+def test_shutdown_wakes_the_watcher_and_the_sleepers() -> None:
+    pool = WorkerPool(3)
+    release = threading.Event()
+    ran = threading.Semaphore(0)
+    pool.submit(release.wait)
+    pool.submit(ran.release)
+    pool.submit(ran.release)
+    assert ran.acquire(timeout=TIMEOUT) and ran.acquire(timeout=TIMEOUT)
+    wait_for(lambda: pool._watcher is not None)
+    release.set()
+    wait_for(lambda: pool._active == 0)
+    pool.shutdown(TIMEOUT)
+    assert not any(t.is_alive() for t in pool._threads)

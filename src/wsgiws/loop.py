@@ -99,6 +99,7 @@ class SelectorLoop:
         #: The thread running :meth:`run`, set when it starts.
         self.thread_id: int | None = None
         self._read_buffer: memoryview | None = None
+        self._pass_hook: Callback | None = None
 
     # -- any thread ----------------------------------------------------------------
 
@@ -174,6 +175,14 @@ class SelectorLoop:
         if buffer is None or len(buffer) < size:
             buffer = self._read_buffer = memoryview(bytearray(size))
         return buffer
+
+    def set_pass_hook(self, callback: Callback | None) -> None:
+        """Run ``callback`` at the end of every pass, after the I/O callbacks, the
+        timers and the queued callables, before the loop waits again (loop thread
+        only). The server flushes the worker pool's wake-ups there."""
+        if CHECK_THREADS:
+            self.check_thread()
+        self._pass_hook = callback
 
     def call_later(self, delay: float, callback: Callback) -> TimerHandle:
         """Run ``callback`` on the loop thread after ``delay`` seconds (loop thread only)."""
@@ -276,6 +285,8 @@ class SelectorLoop:
             # callbacks wait for the next pass, so that I/O is never starved.
             for _ in range(len(ready)):
                 self._run_callback(ready.popleft())
+            if self._pass_hook is not None:
+                self._run_callback(self._pass_hook)
 
     def close(self) -> None:
         """Release the selector and the wake-up pair (after :meth:`run` returned)."""

@@ -455,6 +455,9 @@ class Server:
         self._loop_done.clear()
 
         def run() -> None:
+            # Handler tasks submitted during a pass wake one worker at its end.
+            self.pool.defer_wakeups()
+            self.loop.set_pass_hook(self.pool.flush)
             for listener in self._listeners:
                 self.loop.add_socket(listener, self._accept_callback(listener))
             with self._lock:
@@ -463,6 +466,7 @@ class Server:
             try:
                 self.loop.run()
             finally:
+                self.pool.defer_wakeups(False)
                 self._loop_done.set()
 
         self._thread = threading.Thread(target=run, name=f"wsgiws-loop:{self.port}", daemon=True)

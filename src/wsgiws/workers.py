@@ -21,7 +21,7 @@ at any time, and tasks run in submission order.
 
 from __future__ import annotations
 
-import queue
+import collections
 import threading
 from collections.abc import Callable
 
@@ -33,6 +33,9 @@ Task = Callable[[], object]
 
 #: Tasks one drain runs before yielding its thread to other connections.
 BATCH = 8
+#: Seconds the first task in the queue may wait, while a thread is busy, before an
+#: idle thread takes it (see WorkerPool._idle).
+STALL = 0.002
 
 
 class WorkerPool:
@@ -46,59 +49,173 @@ class WorkerPool:
     def __init__(self, size: int, name: str = "wsgiws-worker") -> None:
         self.size = size
         self.name = name
-        self._queue: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
+        # Under _lock: the tasks no thread took yet (None: a thread's stop signal).
+        self._jobs: collections.deque[Task | None] = collections.deque()
         self._threads: list[threading.Thread] = []
-        # Under _lock: threads waiting for a task, and tasks no thread took yet. A
-        # thread is started when the queued tasks outnumber the idle threads.
-        self._idle = 0
-        self._queued = 0
+        # Under _lock. Each thread has its own lock, held while the thread waits on
+        # it; a waker counts the thread active, then releases the lock. Idle threads
+        # wait in _sleepers (the most recent last: it is woken first, its stack and
+        # caches still warm), but one, the watcher, polls every STALL seconds while
+        # a thread is active (see _idle).
+        self._sleepers: list[threading.Lock] = []
+        self._watcher: threading.Lock | None = None
+        # Threads running a task or about to look for one. A task submitted while a
+        # thread is active wakes no one: that thread takes it after its current one.
+        self._active = 0
         self._shutdown = False
+        # The thread whose submits wake no one until it calls flush() (see
+        # defer_wakeups), and whether such a submit found no thread active.
+        self._deferring: int | None = None
+        self._wake_deferred = False
 
     def submit(self, task: Task) -> None:
         """Run ``task`` on a pool thread. Callable from any thread."""
-        self._queue.put(task)
         with self._lock:
-            self._queued += 1
+            self._jobs.append(task)
             if self._shutdown:
                 return
-            if self._queued > self._idle and len(self._threads) < self.size:
-                thread = threading.Thread(
-                    target=self._work,
-                    name=f"{self.name}-{len(self._threads)}",
-                    daemon=True,
-                )
-                self._threads.append(thread)
-                self._idle += 1  # counted before it starts
-                thread.start()
+            if self._active == 0:
+                if self._deferring == threading.get_ident():
+                    self._wake_deferred = True
+                else:
+                    self._wake_locked()
+            elif self._watcher is None and not self._sleepers and len(self._threads) < self.size:
+                # A spare thread, which watches for stalls once idle.
+                self._start_locked()
+
+    def defer_wakeups(self, enabled: bool = True) -> None:
+        """While enabled, submits from the calling thread wake no thread until it
+        calls :meth:`flush`: the loop thread submits the tasks of one pass over its
+        ready sockets, then wakes one thread for all of them, once it has no more to
+        do. Disabling flushes."""
+        self._deferring = threading.get_ident() if enabled else None
+        if not enabled:
+            self.flush()
+
+    def flush(self) -> None:
+        """Wake a thread for the tasks submitted since the last flush, if none is
+        active. Called by the thread of :meth:`defer_wakeups` (the loop, after each
+        pass)."""
+        if self._wake_deferred:
+            with self._lock:
+                self._wake_deferred = False
+                if self._active == 0 and self._jobs and not self._shutdown:
+                    self._wake_locked()
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Let queued tasks finish, stop the threads, and wait up to ``timeout``."""
         with self._lock:
             self._shutdown = True
             threads = list(self._threads)
-        for _ in threads:
-            self._queue.put(None)
+            self._jobs.extend([None] * len(threads))
+            idle = self._sleepers
+            if self._watcher is not None:
+                idle.append(self._watcher)
+            self._sleepers, self._watcher = [], None
+            self._active += len(idle)
+        for wake in idle:
+            wake.release()
         current = threading.current_thread()
         for thread in threads:
             if thread is not current:
                 thread.join(timeout)
 
-    def _work(self) -> None:
-        get = self._queue.get
+    # -- under _lock -----------------------------------------------------------------
+
+    def _wake_locked(self) -> None:
+        """Make one more thread active: the watcher, a sleeper, or a new thread."""
+        if self._watcher is not None:
+            wake, self._watcher = self._watcher, None
+        elif self._sleepers:
+            wake = self._sleepers.pop()
+        else:
+            if len(self._threads) < self.size:
+                self._start_locked()
+            return
+        self._active += 1
+        wake.release()
+
+    def _start_locked(self) -> None:
+        wake = threading.Lock()
+        wake.acquire()
+        thread = threading.Thread(
+            target=self._work,
+            args=(wake,),
+            name=f"{self.name}-{len(self._threads)}",
+            daemon=True,
+        )
+        self._threads.append(thread)
+        self._active += 1  # counted before it starts
+        thread.start()
+
+    # -- pool threads ----------------------------------------------------------------
+
+    def _work(self, wake: threading.Lock) -> None:
+        lock = self._lock
+        jobs = self._jobs
         while True:
-            task = get()
-            with self._lock:
-                self._idle -= 1
-                self._queued -= 1
+            task: Task | None = None
+            with lock:
+                if jobs:
+                    task = jobs.popleft()
+                    if task is None:
+                        return
+                else:
+                    self._active -= 1
+                    watching = self._active > 0 and self._watcher is None
+                    if watching:
+                        self._watcher = wake
+                    else:
+                        self._sleepers.append(wake)
             if task is None:
-                return
+                if watching:
+                    self._idle(wake)
+                else:
+                    wake.acquire()  # released by a waker, which counted us active
+                continue
             try:
                 task()
             except BaseException:  # pragma: no cover - tasks handle their own errors
                 logger.error("unexpected internal error in a worker", exc_info=True)
-            with self._lock:
-                self._idle += 1
+
+    def _idle(self, wake: threading.Lock) -> None:
+        """Wait as the watcher; return once counted active again.
+
+        Tasks submitted while a thread is active wake no one, so a task that blocks
+        (a query, a sleep) would hold up those queued behind it. The watcher looks at
+        the queue every STALL seconds while a thread is active: if the same task has
+        been first in line since its last look, it takes it, and wakes or starts
+        another spare thread to watch in its place. A task thus waits at most about
+        two STALL periods for a thread, while the pool has one; a burst of quick tasks
+        is run by the thread already awake, with one wake-up for the whole burst.
+        """
+        lock = self._lock
+        jobs = self._jobs
+        seen: Task | None = None
+        while not wake.acquire(timeout=STALL):
+            with lock:
+                if self._watcher is not wake:
+                    break  # woken since the timeout: the release is pending
+                if self._active == 0:
+                    # Nothing runs: sleep until a submit wakes a thread.
+                    self._watcher = None
+                    self._sleepers.append(wake)
+                    break
+                if jobs and jobs[0] is seen:
+                    # Stalled: take that task, and leave another spare watching.
+                    self._watcher = None
+                    self._active += 1
+                    if self._sleepers:
+                        self._active += 1
+                        self._sleepers.pop().release()
+                    elif len(self._threads) < self.size and not self._shutdown:
+                        self._start_locked()
+                    return
+                seen = jobs[0] if jobs else None
+        else:
+            return  # woken
+        wake.acquire()
 
 
 class SerialExecutor:

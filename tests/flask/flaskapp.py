@@ -8,7 +8,9 @@ Handlers (registered on each app's extension, not globally):
 
 * ``/ws/whoami``: sends what the request context shows (user, session, ``g``,
   ``url_for``), then answers ``whoami`` messages the same way;
-* ``/ws/write``: each message is stored as a ``Note`` through ``db.session``;
+* ``/ws/write``: each message is stored as a ``Note`` through ``db.session``; one
+  starting with ``hold`` first sets the app's ``test_hold[0]`` event and waits for
+  ``test_hold[1]``;
 * ``/ws/deny-*``: refused by the app's ``before_request`` function;
 * ``/ws/members``: ``abort(401)`` in ``on_connect`` for anonymous users;
 * ``/ws/session``: ``set k v`` changes the session, ``get k`` reads it.
@@ -72,6 +74,7 @@ def create_app(database: str, **config: Any) -> Flask:
 
     teardowns: list[str] = []
     app.extensions["test_teardowns"] = teardowns
+    hold = app.extensions["test_hold"] = (threading.Event(), threading.Event())
 
     @app.teardown_request
     def teardown_request(exc: BaseException | None) -> None:
@@ -167,6 +170,9 @@ def create_app(database: str, **config: Any) -> Flask:
         @classmethod
         def on_message(cls, websocket: WebSocket, message: str | bytes) -> None:
             author = current_user.username if current_user.is_authenticated else "anonymous"
+            if str(message).startswith("hold"):
+                hold[0].set()
+                hold[1].wait(10)
             note = Note(author=author, text=str(message), thread=threading.current_thread().name)
             db.session.add(note)
             db.session.commit()

@@ -140,27 +140,33 @@ def test_teardown_after_each_event(served: Served) -> None:
 
 def test_db_session_from_worker_threads(served: Served) -> None:
     """100 messages each write through ``db.session`` on worker threads; every
-    connection goes back to the pool."""
+    connection goes back to the pool. The first message of one client blocks its
+    handler until the others wrote theirs, on other worker threads."""
     db = served.app.extensions["test_db"]
     note = served.app.extensions["test_note"]
+    holding, release = served.app.extensions["test_hold"]
     cookie = login(served.base, "alice")
     errors: list[BaseException] = []
 
     def write(client: ClientConnection, start: int) -> None:
         try:
             for n in range(start, start + 25):
-                client.send(f"note {n}")
-                assert str(client.recv(timeout=TIMEOUT)).startswith("stored ")
+                client.send(f"hold {n}" if n == 0 else f"note {n}")
+                assert str(client.recv(timeout=3 * TIMEOUT)).startswith("stored ")
         except BaseException as exc:  # reported by the test's thread
             errors.append(exc)
 
     with contextlib.ExitStack() as stack:
         clients = [stack.enter_context(ws(served, "/ws/write", cookie)) for _ in range(4)]
         threads = [threading.Thread(target=write, args=(c, i * 25)) for i, c in enumerate(clients)]
-        for thread in threads:
+        threads[0].start()
+        assert holding.wait(TIMEOUT)
+        for thread in threads[1:]:
             thread.start()
-        for thread in threads:
+        for thread in threads[1:]:
             thread.join(3 * TIMEOUT)
+        release.set()
+        threads[0].join(3 * TIMEOUT)
         assert not any(t.is_alive() for t in threads)
     assert not errors, errors
     with served.app.app_context():
