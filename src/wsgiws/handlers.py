@@ -199,13 +199,19 @@ class Chain:
     def run_message(self, websocket: WebSocket, message: str | bytes) -> None:
         """Run ``on_message``; a mixin's non-``None`` return replaces the message."""
         try:
-            with self._around(websocket, "on_message"):
-                for function, is_mixin in self.message:
-                    result = function(self.handler, websocket, message)
-                    if is_mixin and result is not None:
-                        message = result
+            if self.contexts:
+                with self._entered(websocket, "on_message"):
+                    self._run_steps(websocket, message)
+            else:  # the common case, once per message: no context manager at all
+                self._run_steps(websocket, message)
         except Skip:
             pass
+
+    def _run_steps(self, websocket: WebSocket, message: str | bytes) -> None:
+        for function, is_mixin in self.message:
+            result = function(self.handler, websocket, message)
+            if is_mixin and result is not None:
+                message = result
 
     def run_close(self, websocket: WebSocket) -> None:
         """Run ``on_close``."""

@@ -403,7 +403,12 @@ class Session:
         assert websocket is not None and chain is not None
         try:
             if not self._drop_messages:
-                self._in_context(chain.run_message, websocket, message)
+                context = self._options.handler_context
+                if context is None:
+                    chain.run_message(websocket, message)
+                else:
+                    with context():
+                        chain.run_message(websocket, message)
         except Reject as exc:
             self._drop_messages = True
             websocket.close(exc.code, exc.reason)
