@@ -53,14 +53,15 @@ class WorkerPool:
         # Under _lock: the tasks no thread took yet (None: a thread's stop signal).
         self._jobs: collections.deque[Task | None] = collections.deque()
         self._threads: list[threading.Thread] = []
-        # Under _lock. Each thread has its own lock, held while the thread waits on
-        # it; a waker counts the thread active, then releases the lock. Idle threads
-        # wait in _sleepers (the most recent last: it is woken first, its stack and
-        # caches still warm), but one, the watcher, polls every STALL seconds while
-        # a thread is active (see _idle).
+        # Under _lock. Each thread waits on a lock of its own, released exactly once
+        # per wake-up. Idle threads wait in _sleepers (the most recent last: woken
+        # first, its stack and caches still warm), except the watcher, which polls
+        # every STALL seconds while a thread is active (see _watch); _summoned is a
+        # sleeper woken to become the watcher, not yet watching.
         self._sleepers: list[threading.Lock] = []
         self._watcher: threading.Lock | None = None
-        # Threads running a task or about to look for one. A task submitted while a
+        self._summoned: threading.Lock | None = None
+        # Threads running a task or woken to look for one. A task submitted while a
         # thread is active wakes no one: that thread takes it after its current one.
         self._active = 0
         self._shutdown = False
@@ -75,14 +76,12 @@ class WorkerPool:
             self._jobs.append(task)
             if self._shutdown:
                 return
-            if self._active == 0:
-                if self._deferring == threading.get_ident():
-                    self._wake_deferred = True
-                else:
-                    self._wake_locked()
-            elif self._watcher is None and not self._sleepers and len(self._threads) < self.size:
-                # A spare thread, which watches for stalls once idle.
-                self._start_locked()
+            if self._active:
+                self._summon_locked()
+            elif self._deferring == threading.get_ident():
+                self._wake_deferred = True
+            else:
+                self._wake_locked()
 
     def defer_wakeups(self, enabled: bool = True) -> None:
         """While enabled, submits from the calling thread wake no thread until it
@@ -100,8 +99,11 @@ class WorkerPool:
         if self._wake_deferred:
             with self._lock:
                 self._wake_deferred = False
-                if self._active == 0 and self._jobs and not self._shutdown:
-                    self._wake_locked()
+                if self._jobs and not self._shutdown:
+                    if not self._active:
+                        self._wake_locked()
+                    if self._active and len(self._jobs) > 1:
+                        self._summon_locked()  # tasks wait behind the one taken first
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Let queued tasks finish, stop the threads, and wait up to ``timeout``."""
@@ -129,14 +131,29 @@ class WorkerPool:
             wake, self._watcher = self._watcher, None
         elif self._sleepers:
             wake = self._sleepers.pop()
+        elif len(self._threads) < self.size:
+            wake = self._start_locked()
         else:
-            if len(self._threads) < self.size:
-                self._start_locked()
             return
         self._active += 1
         wake.release()
 
-    def _start_locked(self) -> None:
+    def _summon_locked(self) -> None:
+        """Tasks wait behind an active thread: make sure an idle thread watches them
+        (a sleeper, or a new thread), unless one does or is on its way."""
+        if self._watcher is not None or self._summoned is not None:
+            return
+        if self._sleepers:
+            wake = self._sleepers.pop()
+        elif len(self._threads) < self.size and not self._shutdown:
+            wake = self._start_locked()
+        else:
+            return
+        self._summoned = wake
+        wake.release()
+
+    def _start_locked(self) -> threading.Lock:
+        """Start a thread, waiting on the lock returned until it is released."""
         wake = threading.Lock()
         wake.acquire()
         thread = threading.Thread(
@@ -146,15 +163,26 @@ class WorkerPool:
             daemon=True,
         )
         self._threads.append(thread)
-        self._active += 1  # counted before it starts
         thread.start()
+        return wake
 
     # -- pool threads ----------------------------------------------------------------
 
     def _work(self, wake: threading.Lock) -> None:
         lock = self._lock
         jobs = self._jobs
+        active = False
         while True:
+            if not active:
+                wake.acquire()  # released once per wake-up
+                with lock:
+                    watching = self._summoned is wake
+                    if watching:
+                        self._summoned = None
+                        self._watcher = wake
+                # Summoned: watch. Else a waker counted this thread active.
+                active = self._watch(wake) if watching else True
+                continue
             task: Task | None = None
             with lock:
                 if jobs:
@@ -163,32 +191,33 @@ class WorkerPool:
                         return
                 else:
                     self._active -= 1
-                    watching = self._active > 0 and self._watcher is None
+                    active = False
+                    watching = self._active > 0 and self._watcher is None and self._summoned is None
                     if watching:
                         self._watcher = wake
                     else:
                         self._sleepers.append(wake)
             if task is None:
                 if watching:
-                    self._idle(wake)
-                else:
-                    wake.acquire()  # released by a waker, which counted us active
+                    active = self._watch(wake)
                 continue
             try:
                 task()
             except BaseException:  # pragma: no cover - tasks handle their own errors
                 logger.error("unexpected internal error in a worker", exc_info=True)
 
-    def _idle(self, wake: threading.Lock) -> None:
-        """Wait as the watcher; return once counted active again.
+    def _watch(self, wake: threading.Lock) -> bool:
+        """Watch the queue as the idle watcher. True: this thread is active again
+        (``wake`` held); False: it must wait on ``wake`` (released already if it was
+        woken, else it went to sleep).
 
         Tasks submitted while a thread is active wake no one, so a task that blocks
         (a query, a sleep) would hold up those queued behind it. The watcher looks at
         the queue every STALL seconds while a thread is active: if the same task has
-        been first in line since its last look, it takes it, and wakes or starts
-        another spare thread to watch in its place. A task thus waits at most about
-        two STALL periods for a thread, while the pool has one; a burst of quick tasks
-        is run by the thread already awake, with one wake-up for the whole burst.
+        been first in line since its last look, it takes it, and summons another
+        idle thread to watch in its place. A task thus waits at most about two STALL
+        periods for a thread, while the pool has one; a burst of quick tasks is run
+        by the thread already awake, with one wake-up for the whole burst.
         """
         lock = self._lock
         jobs = self._jobs
@@ -196,26 +225,20 @@ class WorkerPool:
         while not wake.acquire(timeout=STALL):
             with lock:
                 if self._watcher is not wake:
-                    break  # woken since the timeout: the release is pending
-                if self._active == 0:
+                    return False  # woken since the timeout: the release is pending
+                if self._active == 0 and not self._shutdown:
                     # Nothing runs: sleep until a submit wakes a thread.
                     self._watcher = None
                     self._sleepers.append(wake)
-                    break
-                if jobs and jobs[0] is seen:
-                    # Stalled: take that task, and leave another spare watching.
+                    return False
+                if self._shutdown or (jobs and jobs[0] is seen):
+                    # Stalled: take that task, and leave another idle thread watching.
                     self._watcher = None
                     self._active += 1
-                    if self._sleepers:
-                        self._active += 1
-                        self._sleepers.pop().release()
-                    elif len(self._threads) < self.size and not self._shutdown:
-                        self._start_locked()
-                    return
+                    self._summon_locked()
+                    return True
                 seen = jobs[0] if jobs else None
-        else:
-            return  # woken
-        wake.acquire()
+        return True  # woken by a waker, which counted this thread active
 
 
 class SerialExecutor:
