@@ -5,6 +5,7 @@ Frames the client must not send are built by hand with :func:`tests.helpers.fram
 
 from __future__ import annotations
 
+import threading
 import zlib
 
 import pytest
@@ -34,6 +35,7 @@ from wsgiws.protocol import (
     ServerProtocol,
     State,
     encode_frame,
+    encode_message,
 )
 
 from .helpers import close_payload, frame
@@ -528,6 +530,53 @@ def test_prepared_message_encodes_each_variant_once() -> None:
     _, client = open_deflate_pair()
     [message] = client_events(client, compressed)
     assert isinstance(message, TextMessage) and message.data == "hello " * 50
+
+
+def server_frame_payload(wire: bytes) -> bytes:
+    """The payload of one unmasked server frame."""
+    length = wire[1] & 0x7F
+    start = 2 if length < 126 else 4 if length == 126 else 10
+    return wire[start:]
+
+
+@pytest.mark.parametrize("bits", [9, 12, 15])
+def test_compressed_messages_refer_to_no_earlier_message(bits: int) -> None:
+    """Each thread reuses its compressor, which starts afresh with every message
+    (``server_no_context_takeover``): every message inflates on its own, the same
+    message twice in a row included, also with threads compressing at once."""
+    messages: list[str | bytes] = [
+        "hello there " * 20,
+        "hello there " * 20,
+        bytes(range(256)) * 20,
+        "x" * 70_000,
+        zlib.compress(b"incompressible") * 50,
+    ]
+
+    def check() -> None:
+        for _ in range(20):
+            for data in messages:
+                raw = data.encode() if isinstance(data, str) else data
+                for wire in (encode_message(data, bits), PreparedMessage(data).frame(bits)):
+                    assert wire[0] & 0x40
+                    inflater = zlib.decompressobj(-bits)
+                    payload = server_frame_payload(wire) + b"\x00\x00\xff\xff"
+                    assert inflater.decompress(payload) == raw
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            check()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    check()
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
 
 
 # -- every branch of the sans-IO protocol --------------------------------------------
