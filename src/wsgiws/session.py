@@ -271,7 +271,26 @@ class Session:
         self._groups.register(self)  # reachable by send_to/broadcast; join() allowed
         offered = request.subprotocols
         websocket.subprotocol = next((p for p in self._options.subprotocols if p in offered), None)
+        if self._runs_nothing(chain.connect) and not callable(self._options.origins):
+            # No user code to run (no on_connect, mixin, context or origins callable):
+            # accept here, without a round trip to a worker. Nothing is queued on the
+            # executor yet, so the order of events is the same.
+            self.transport.accept(websocket.subprotocol, compression=self._compression())
+            return
         self._executor.submit(self._run_connect)
+
+    def _runs_nothing(self, steps: tuple[object, ...]) -> bool:
+        """True when an event with these chain ``steps`` runs no user code at all."""
+        chain = self._chain
+        return (
+            not steps
+            and chain is not None
+            and not chain.contexts
+            and self._options.handler_context is None
+        )
+
+    def _compression(self) -> bool:
+        return self._options.compression == "deflate"
 
     def messages_received(self, messages: list[str | bytes]) -> None:
         """Queue the messages to the handlers as one task; past ``max_queue``, stop
@@ -298,7 +317,13 @@ class Session:
         """Submit ``on_close`` (or, for a refused handshake, end the lifecycle)."""
         if self.transport.accepted:
             self.log.info("closed (code %s)", self.transport.close_code)
-            self._executor.submit(self._run_close)
+            chain = self._chain
+            if chain is not None and self._runs_nothing(chain.close) and self._executor.idle():
+                # No on_close to run and no earlier event still queued or running
+                # (only this thread submits): end here, without a worker.
+                self._end()
+            else:
+                self._executor.submit(self._run_close)
         else:
             self._groups.unregister(self)  # refused handshake: leave the groups joined
             self.host.session_done(self)
@@ -368,7 +393,7 @@ class Session:
                 subprotocol,
             )
             subprotocol = websocket.subprotocol = None
-        self.transport.accept(subprotocol, compression=self._options.compression == "deflate")
+        self.transport.accept(subprotocol, compression=self._compression())
 
     def _run_messages(self, messages: list[str | bytes], *, inline: bool = False) -> None:
         # The replies to a batch may leave in one send (cork), each then waiting
@@ -435,5 +460,8 @@ class Session:
                 "error in on_close of %s", chain.handler.__qualname__, exc_info=True
             )
         finally:
-            self._groups.unregister(self)  # leave all groups once on_close has returned
-            self.host.session_done(self)
+            self._end()
+
+    def _end(self) -> None:
+        self._groups.unregister(self)  # leave all groups once on_close has returned
+        self.host.session_done(self)

@@ -130,6 +130,7 @@ class Transport:
         "_finished",
         "_lingering",
         "_loop",
+        "_opened",
         "_options",
         "_out",
         "_paused",
@@ -197,6 +198,8 @@ class Transport:
         self._lingering = False
         # Loop thread: whether the socket is watched for reading.
         self._reading = False
+        # Loop thread: the accepted handshake was applied (reading on, timers set).
+        self._opened = False
         # Flow control, under lock. Pausing only sets _paused: the selector is left
         # alone until the socket next reports input, and only then unregistered
         # (_read_suspended). A resume that comes first costs no system call.
@@ -311,7 +314,9 @@ class Transport:
         self.log.info("open")
         if early_close is not None:
             self.close_threadsafe(*early_close)
-        self._loop.call_soon_threadsafe(functools.partial(self._after_accept, events))
+        # On the loop thread (a decision with no user code to run) it is applied at
+        # once; from a worker, on the loop's next pass.
+        self._loop.run_threadsafe(functools.partial(self._after_accept, events))
         return True
 
     def reject(self, status: int, reason: str) -> None:
@@ -624,8 +629,11 @@ class Transport:
                     self._pong_timer.cancel()
                     self._pong_timer = None
             elif isinstance(event, HandshakeRequest):
-                self._set_reading(False)  # what follows waits until the handshake is decided
                 self._user.handshake_requested(event)
+                if not self._opened and not self._lingering:
+                    # Decided elsewhere (a worker), or not applied yet: what follows
+                    # waits until the handshake is decided (and parsed after the 101).
+                    self._set_reading(False)
             elif isinstance(event, CloseReceived):
                 self._set_close(event.code, event.reason)
                 if self.debug:
@@ -670,6 +678,7 @@ class Transport:
             self._loop.check_thread()
         if self._closed:
             return
+        self._opened = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
