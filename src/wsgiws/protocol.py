@@ -6,7 +6,10 @@ Theory of operation
 :class:`ServerProtocol` parses the opening handshake with h11 (bounded in size), hands
 the parsed request to wsproto through ``initiate_upgrade_connection`` — the same entry
 point a WSGI server's already-parsed request takes — and then lets wsproto parse and
-validate frames. The common case has a fast path: while wsproto is between frames,
+validate frames. A plain, valid request head that arrives whole in the first read is
+parsed and checked here instead, and its 101 written by hand (anything unusual or
+refused goes to h11 and wsproto; ``tests/test_handshake_fast_path.py`` checks that both
+give the same answers). The common case has a fast path: while wsproto is between frames,
 complete unfragmented text and binary frames are parsed here (one header check, one
 unmask, one inflation with permessage-deflate, one decode per message) and anything
 else is left to wsproto, the reference;
@@ -43,6 +46,7 @@ import binascii
 import codecs
 import dataclasses
 import enum
+import re
 import struct
 import threading
 import zlib
@@ -66,7 +70,13 @@ from wsproto.events import (
 )
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, Opcode
-from wsproto.utilities import ProtocolError, RemoteProtocolError
+from wsproto.utilities import (
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    generate_accept_token,
+    split_comma_header,
+)
 
 from .deflate import BoundedDeflate, between_frames
 from .mask import apply_mask
@@ -444,6 +454,22 @@ def _utf8_error(data: bytes) -> str:
     raise ValueError("valid UTF-8")  # pragma: no cover
 
 
+#: The request line the handshake fast path takes (anything else goes to h11): GET,
+#: an origin-form target of visible ASCII, HTTP/1.1.
+_FAST_REQUEST_LINE: Final = re.compile(rb"GET (/[\x21-\x7e]*) HTTP/1\.1")
+#: A header line the fast path takes: a token, a colon, a value of visible ASCII
+#: with inner spaces and tabs, optional whitespace around it (RFC 9110 §5.5).
+_FAST_HEADER_LINE: Final = re.compile(
+    rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*((?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?)[ \t]*"
+)
+#: Headers whose handling the fast path leaves to h11 and wsproto.
+_FAST_REFUSED: Final = frozenset((b"content-length", b"transfer-encoding"))
+#: The 101 response's first lines, as wsproto (through h11) writes them.
+_SWITCHING: Final = (
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+)
+
+
 def _utf8_len(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
@@ -458,9 +484,11 @@ class ServerProtocol:
         hold_failure_close: on a protocol violation of the peer, hold the close frame
             back until :meth:`close_failed`, so that the answers to the messages
             received before the violation can go out first (see :class:`Failed`).
-        fast: parse whole unfragmented data frames without wsproto when it is
-            between frames (see :meth:`_fast_frames`); ``False`` leaves every byte
-            to wsproto (the reference the fast path is tested against).
+        fast: parse a plain request head that arrives whole without h11 and wsproto
+            (see :meth:`_fast_handshake`), and whole unfragmented data frames without
+            wsproto when it is between frames (see :meth:`_fast_frames`); ``False``
+            leaves every byte to h11 and wsproto (the reference both fast paths are
+            tested against).
     """
 
     # Slots: one of these lives as long as its connection (memory per connection).
@@ -472,10 +500,13 @@ class ServerProtocol:
         "_fast",
         "_fast_allowed",
         "_h11",
+        "_handshake",
         "_held_close",
+        "_http_done",
         "_out",
         "_parts",
         "_pending",
+        "_raw_request",
         "_seen",
         "_size",
         "_stash",
@@ -487,6 +518,9 @@ class ServerProtocol:
         "request",
         "state",
     )
+
+    #: wsproto's frame protocol: set at accept (the slot is empty until then).
+    _ws: Connection
 
     def __init__(
         self,
@@ -516,12 +550,17 @@ class ServerProtocol:
         self.state = State.CONNECTING
         #: The accepted handshake, once parsed.
         self.request: HandshakeRequest | None = None
-        self._h11: h11.Connection | None = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=max_request_size
-        )
-        # wsproto: the whole WSConnection during the handshake, then only its
-        # Connection (the handshake's h11 state is not kept for the connection).
-        self._ws: WSConnection | Connection = WSConnection(ConnectionType.SERVER)
+        # h11, created only when the request head does not arrive whole and plain in
+        # the first read (the fast path, _fast_handshake, parses that one itself).
+        self._h11: h11.Connection | None = None
+        # Set once the request head is parsed (or came parsed from a WSGI server).
+        self._http_done = False
+        # The fast path's request (target, raw headers), for wsproto if an extension
+        # is to be negotiated at accept.
+        self._raw_request: tuple[bytes, list[tuple[bytes, bytes]]] | None = None
+        # wsproto's handshake, for a request the fast path did not take; once
+        # accepted, only its Connection is kept (in _ws, set at accept).
+        self._handshake: WSConnection | None = None
         # Bytes queued for the peer, as chunks: a lone frame is handed out as is.
         self._out: list[bytes] = []
         # Frames sent while the handshake is decided, queued after the 101.
@@ -760,16 +799,22 @@ class ServerProtocol:
         Returns the :class:`HandshakeRequest` to decide on, or :class:`Failed` with
         the error response queued.
         """
-        self._h11 = None
+        self._http_done = True
         raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
         return self._upgrade(target.encode("latin-1"), raw)
 
     def _receive_handshake(self, data: bytes) -> list[Event]:
-        if self._h11 is None or self.request is not None:
+        if self._http_done or self.request is not None:
             # Decision pending: keep what arrives for after the 101 (bounded by the
             # caller, which stops reading while it decides).
             self._pending += data
             return []
+        if self._h11 is None:
+            if self._fast_allowed and not self._seen:
+                request = self._fast_handshake(data)
+                if request is not None:
+                    return [request]
+            self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_request_size)
         self._seen += len(data)
         self._h11.receive_data(data)
         try:
@@ -816,7 +861,80 @@ class ServerProtocol:
             pass  # reported by the upgrade checks already, or harmless
         self._pending = self._h11.trailing_data[0]
         self._h11 = None  # done with HTTP: h11's state is not kept for the connection
+        self._http_done = True
         return [result]
+
+    def _fast_handshake(self, data: bytes) -> HandshakeRequest | None:
+        """Parse and check a plain request head that arrived whole in the first read;
+        return the request, or ``None`` to leave everything to h11 and wsproto.
+
+        Plain means: a request line and header lines that h11 reads the same way
+        (:data:`_FAST_REQUEST_LINE`, :data:`_FAST_HEADER_LINE`), no body header, no
+        header repeated that must be single, one Connection line, and every check of
+        wsproto and :func:`_check_upgrade_headers` passed. Any refusal is left to the
+        reference path, so the answers to bad requests are h11's and wsproto's;
+        ``tests/test_handshake_fast_path.py`` checks that both give the same requests,
+        answers and bytes on random and adversarial heads cut at random points.
+        """
+        end = data.find(b"\r\n\r\n")
+        if end < 0 or end + 4 > self.max_request_size:
+            return None
+        lines = data[:end].split(b"\r\n")
+        line = _FAST_REQUEST_LINE.fullmatch(lines[0])
+        if line is None:
+            return None
+        target = line.group(1)
+        raw: list[tuple[bytes, bytes]] = []
+        fields: dict[bytes, bytes] = {}
+        subprotocols: list[str] = []
+        extensions: list[str] = []
+        for line_ in lines[1:]:
+            header = _FAST_HEADER_LINE.fullmatch(line_)
+            if header is None:
+                return None
+            name, value = header.groups()
+            raw.append((name, value))
+            key = name.lower()
+            if key == b"sec-websocket-protocol":
+                subprotocols += split_comma_header(value)
+            elif key == b"sec-websocket-extensions":
+                extensions += split_comma_header(value)
+            elif key in _FAST_REFUSED or (
+                key in fields and (key in SINGLE_VALUE_HEADERS or key == b"connection")
+            ):
+                return None
+            fields[key] = value
+        host = fields.get(b"host")
+        connection = fields.get(b"connection")
+        if (
+            host is None
+            or connection is None
+            or fields.get(b"sec-websocket-version") != b"13"
+            or fields.get(b"upgrade", b"").lower() != b"websocket"
+            or not any(token.lower() == "upgrade" for token in split_comma_header(connection))
+            or _check_upgrade_headers(raw) is not None
+        ):
+            return None
+        text = target.decode("ascii")
+        path, _, query = text.partition("?")
+        try:
+            host.decode("idna")  # as wsproto does
+            if "%" in path:
+                path = unquote(path, errors="strict")
+        except UnicodeError:
+            return None
+        self._http_done = True
+        self._raw_request = (target, raw)
+        self._pending = data[end + 4 :]
+        self.request = HandshakeRequest(
+            target=text,
+            path=path,
+            query_string=query,
+            headers=tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw),
+            subprotocols=tuple(subprotocols),
+            extensions=tuple(extensions),
+        )
+        return self.request
 
     def _upgrade(self, target: bytes, headers: list[tuple[bytes, bytes]]) -> Event:
         # Repeated single-value headers first: wsproto would silently use the last.
@@ -833,9 +951,9 @@ class ServerProtocol:
         # (400, or 426 with Sec-WebSocket-Version: 13 for a wrong version); then the
         # requirements of RFC 6455 §4.2.1 that wsproto leaves unchecked.
         try:
-            assert isinstance(self._ws, WSConnection)
-            self._ws.initiate_upgrade_connection(headers, target)
-            events = list(self._ws.events())
+            self._handshake = WSConnection(ConnectionType.SERVER)
+            self._handshake.initiate_upgrade_connection(headers, target)
+            events = list(self._handshake.events())
             request = events[0]
             assert isinstance(request, Request)
             path, _, query = request.target.partition("?")
@@ -975,20 +1093,36 @@ class ServerProtocol:
             for offer in self.request.extensions
         ):
             extensions.append(BoundedDeflate(self.max_message_size))
-        self._out.append(
-            self._ws.send(
-                AcceptConnection(
-                    subprotocol=subprotocol,
-                    extra_headers=list(extra_headers),
-                    extensions=extensions,  # type: ignore[arg-type]
+        ws = self._handshake
+        if ws is None and not extensions and not extra_headers:
+            # A request of the fast path, nothing to negotiate: the 101 wsproto
+            # would write (tests/test_handshake_fast_path.py compares the bytes).
+            self._out.append(self._switching_protocols(self.request, subprotocol))
+            self._ws = Connection(ConnectionType.SERVER)
+        else:
+            if ws is None:
+                # A request of the fast path with an extension to negotiate: wsproto
+                # reads the request here, as it would have at the handshake.
+                assert self._raw_request is not None
+                target, raw = self._raw_request
+                ws = WSConnection(ConnectionType.SERVER)
+                ws.initiate_upgrade_connection(raw, target)
+                list(ws.events())
+            self._out.append(
+                ws.send(
+                    AcceptConnection(
+                        subprotocol=subprotocol,
+                        extra_headers=list(extra_headers),
+                        extensions=extensions,  # type: ignore[arg-type]
+                    )
                 )
             )
-        )
-        if extensions and extensions[0].enabled():
-            self.deflate_bits = extensions[0].server_max_window_bits
-            self._deflate = extensions[0]
-        assert isinstance(self._ws, WSConnection) and self._ws.connection is not None
-        self._ws = self._ws.connection
+            if extensions and extensions[0].enabled():
+                self.deflate_bits = extensions[0].server_max_window_bits
+                self._deflate = extensions[0]
+            assert ws.connection is not None
+            self._ws = ws.connection
+        self._raw_request = self._handshake = None
         if self.max_message_size is not None:
             self._declared = DeclaredSize(
                 self.max_message_size, deflate=self.deflate_bits is not None
@@ -1004,6 +1138,21 @@ class ServerProtocol:
         if pending:
             return self.receive_data(pending)
         return []
+
+    @staticmethod
+    def _switching_protocols(request: HandshakeRequest, subprotocol: str | None) -> bytes:
+        key = request.header("sec-websocket-key")
+        assert key is not None  # checked by _fast_handshake
+        token = generate_accept_token(key.encode("latin-1"))
+        if subprotocol is None:
+            return b"%sSec-WebSocket-Accept: %s\r\n\r\n" % (_SWITCHING, token)
+        if subprotocol not in request.subprotocols:
+            raise LocalProtocolError(f"unexpected subprotocol {subprotocol}")
+        return b"%sSec-WebSocket-Accept: %s\r\nSec-WebSocket-Protocol: %s\r\n\r\n" % (
+            _SWITCHING,
+            token,
+            subprotocol.encode("ascii"),
+        )
 
     def reject(self, status: int, reason: str = "", headers: Headers = ()) -> None:
         """Refuse the handshake with an HTTP error response (``reason`` as its body)."""
