@@ -28,11 +28,11 @@ from wsproto.utilities import ProtocolError
 
 from wsgiws.protocol import HandshakeRequest, ServerProtocol, State
 
-from .helpers import frame
+from .helpers import FACTOR, frame
 from .protocol_oracle import pieces
 
 DIFF = settings(
-    max_examples=4000,
+    max_examples=3000,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -203,6 +203,7 @@ def accept(server: ServerProtocol, subprotocol: str | None, compression: bool) -
     return (events, server.data_to_send(), server.state, server.deflate_bits)
 
 
+@pytest.mark.timeout(int(600 * FACTOR))  # thousands of examples, on a loaded machine
 @DIFF
 @given(cases(), st.data())
 def test_same_answers_as_h11_and_wsproto(

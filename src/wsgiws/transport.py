@@ -409,8 +409,7 @@ class Transport:
                 # is slow must not queue without limit.
                 if proto.early_size + len(frame) > self._options.write_limit:
                     proto.discard_early()
-                    self._broken = True
-                    self._request_loop(self._slow_reader)
+                    self._too_slow()
                 else:
                     proto.send_encoded(frame)
                 return
@@ -492,12 +491,18 @@ class Transport:
                 out += memoryview(data)[sent:]
         if out:
             if len(out) > self._options.write_limit:
-                self._broken = True
                 out.clear()
-                self._request_loop(self._slow_reader)
+                self._too_slow()
             elif not self._write_requested:
                 self._write_requested = True
                 self._request_loop(self._watch)
+
+    def _too_slow(self) -> None:
+        # The code is recorded now: the loop may see _broken (and close) before it
+        # runs _slow_reader, and 1008, not 1006, explains this close.
+        self._broken = True
+        self._set_close(CloseReason.POLICY_VIOLATION, "client too slow to read")
+        self._request_loop(self._slow_reader)
 
     def _request_loop(self, callback: Callable[[], None]) -> None:
         # Deferred even on the loop thread: the caller holds the lock, and the
