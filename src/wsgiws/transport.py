@@ -377,9 +377,8 @@ class Transport:
                 out = self._out
                 out += message.frame(proto.deflate_bits)
                 if len(out) > self._options.write_limit:
-                    self._broken = True
                     out.clear()
-                    self._request_loop(self._slow_reader)
+                    self._too_slow()
                     return None
                 if self._write_requested:
                     return None  # the loop writes the buffer already
