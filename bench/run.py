@@ -54,9 +54,12 @@ LOADGEN_SATURATION = 0.9
 OTHER_LOAD_LIMIT = 0.1
 #: Upper bound for the open-files limit this process raises itself to.
 MAX_NOFILE = 65_536
-#: The C load generator, and the generator scenarios it implements.
+#: The C load generator; the generator scenarios it runs by default (where Node.js
+#: fills its core first), and all those it implements (``--generator c``; echo
+#: without permessage-deflate).
 WSGEN_SOURCE = LOADGEN_DIR / "wsgen.c"
 WSGEN_SCENARIOS = frozenset({"broadcast", "handshake"})
+WSGEN_ALL = WSGEN_SCENARIOS | {"echo"}
 #: What one unit of each generator scenario is, for the generator's CPU per unit.
 GEN_UNITS = {
     "echo": ("received", "message"),
@@ -566,11 +569,13 @@ class Generators:
     wsgen: Path | None
     wsgen_note: str  # how it was built, or why there is none
     node: str | None = None  # Node.js version, once checked
+    scenarios: frozenset[str] = WSGEN_SCENARIOS  # those the C one runs
 
     def kind(self, params: dict[str, Any]) -> str:
-        if self.wsgen is not None and params.get("scenario") in WSGEN_SCENARIOS:
-            return "c"
-        return "node"
+        scenario = params.get("scenario")
+        if self.wsgen is None or scenario not in self.scenarios:
+            return "node"
+        return "node" if scenario == "echo" and params.get("deflate") else "c"
 
     def command(self, params: dict[str, Any], url: str) -> list[str]:
         if self.kind(params) == "c":
@@ -590,7 +595,8 @@ class Generators:
 
 def prepare_generators(choice: str, params: list[dict[str, Any]], build_dir: Path) -> Generators:
     """Build the C generator (unless ``choice`` is ``node``) and check Node.js
-    where a scenario needs it. ``choice`` ``c`` makes a failed build an error."""
+    where a scenario needs it. ``choice`` ``c`` makes a failed build an error, and
+    runs every scenario the C generator implements on it (echo too)."""
     wsgen, note = (None, "not used (--generator node)")
     if choice != "node":
         wsgen, note = build_wsgen(build_dir)
@@ -598,7 +604,7 @@ def prepare_generators(choice: str, params: list[dict[str, Any]], build_dir: Pat
             if choice == "c":
                 raise SystemExit(f"bench: the C load generator could not be built: {note}")
             log(f"bench: the Node.js generator runs every scenario: {note}")
-    gens = Generators(wsgen, note)
+    gens = Generators(wsgen, note, scenarios=WSGEN_ALL if choice == "c" else WSGEN_SCENARIOS)
     if any(gens.kind(p) == "node" for p in params):
         gens.node = ensure_loadgen()
     return gens
@@ -1277,7 +1283,8 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="load generator: auto (default) = the C one (wsgen.c) for "
         + ", ".join(sorted(WSGEN_SCENARIOS))
-        + " when it builds, Node.js for the rest; c = fail if it does not build;"
+        + " when it builds, Node.js for the rest; c = the C one for every scenario it"
+        " implements (echo too, but for deflate), an error if it does not build;"
         " node = Node.js for everything",
     )
     args = parser.parse_args(argv)

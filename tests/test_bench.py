@@ -97,3 +97,35 @@ def test_quick_bench_produces_every_row(tmp_path: Path) -> None:
     assert "## Against websockets-asyncio" in markdown
     assert "## wsgiws / each peer" in markdown
     assert markdown.count("\n| ") >= 3 * len(scenarios)
+
+
+@pytest.mark.skipif(not HAS_CC, reason="no C compiler")
+@pytest.mark.timeout(int(120 * FACTOR))
+def test_generator_c_runs_echo_in_c_and_deflate_in_node(tmp_path: Path) -> None:
+    prefix = tmp_path / "c"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(RUN),
+            "--quick",
+            "--generator",
+            "c",
+            "--servers",
+            "wsgiws",
+            "--scenarios",
+            "echo-64x32,deflate",
+            "--out",
+            str(prefix),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=100 * FACTOR,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(Path(f"{prefix}.json").read_text())
+    rows = {r["scenario"]: r for r in report["results"]}
+    assert rows["echo-64x32"]["loadgen"]["generator_kind"] == "c"
+    assert rows["echo-64x32"]["loadgen"]["msgs_per_s"] > 0
+    assert rows["deflate"]["loadgen"]["generator_kind"] == "node"
+    assert rows["deflate"]["loadgen"]["msgs_per_s"] > 0

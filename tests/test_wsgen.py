@@ -336,3 +336,67 @@ def test_refuses_targets_off_loopback(wsgen: Path, url: str) -> None:
     assert code == 2
     assert events == []
     assert stderr.startswith("wsgen: refusing non-loopback target")
+
+
+def echo_registry_off_by_one() -> wsgiws.Registry:
+    class Longer(wsgiws.BaseWSClass):
+        @classmethod
+        def on_message(cls, websocket: wsgiws.WebSocket, message: str | bytes) -> None:
+            assert isinstance(message, bytes)
+            websocket.send(message + b"!")
+
+    registry = wsgiws.Registry()
+    registry.add(r"/echo", Longer)
+    return registry
+
+
+@pytest.mark.parametrize(
+    ("connections", "size", "window"), [(1, 64, 1), (4, 64, 8), (2, 300, 2), (1, 70_000, 1)]
+)
+def test_echo_counts_every_reply(wsgen: Path, connections: int, size: int, window: int) -> None:
+    with serve(echo_registry(), max_message_size=2**20) as server:
+        host, port = address(server)
+        code, events, stderr = run_wsgen(
+            wsgen,
+            f"ws://{host}:{port}/echo",
+            scenario="echo",
+            connections=connections,
+            size=size,
+            window=window,
+            count=50,
+            warmup=5,
+            duration=20,
+        )
+    assert code == 0, stderr
+    r = result_of(events)
+    assert r["scenario"] == "echo"
+    assert r["sent"] == r["received"] == connections * 50
+    assert r["errors"] == r["warmup_errors"] == 0
+    assert r["timed_out"] is False and r["truncated_by_deadline"] is False
+    assert r["mb_per_s"] == pytest.approx(r["msgs_per_s"] * size / 1e6)
+    if connections == 1:
+        lat = r["latency"]
+        assert 0 < lat["p50_us"] <= lat["p90_us"] <= lat["p99_us"] <= lat["max_us"]
+    else:
+        assert r["latency"] is None
+
+
+def test_echo_counts_replies_of_another_size_as_errors(wsgen: Path) -> None:
+    with serve(echo_registry_off_by_one()) as server:
+        host, port = address(server)
+        code, events, stderr = run_wsgen(
+            wsgen,
+            f"ws://{host}:{port}/echo",
+            scenario="echo",
+            connections=2,
+            size=64,
+            window=4,
+            count=30,
+            warmup=3,
+            duration=20,
+        )
+    assert code == 0, stderr
+    r = result_of(events)
+    assert r["received"] == 60
+    assert r["warmup_errors"] == 6
+    assert r["errors"] == 60 + 6

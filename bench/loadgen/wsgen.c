@@ -4,8 +4,9 @@
  * The scenarios where the Node.js generator (loadgen.mjs) itself fills its core
  * are done here at a fraction of its CPU time per unit: `broadcast` (1,000
  * clients counting the frames of a group send) and `handshake` (open, close
- * handshake, TCP close, 32 in parallel). Same options, same protocol and the
- * same JSON lines on stdout as loadgen.mjs, so bench/run.py reads either.
+ * handshake, TCP close, 32 in parallel), and on request (run.py --generator c)
+ * `echo` without permessage-deflate. Same options, same protocol and the same
+ * JSON lines on stdout as loadgen.mjs, so bench/run.py reads either.
  *
  * Plain C99 + POSIX + Linux epoll, no library beyond libc. One thread, every
  * socket non-blocking. Loopback only: the target host must be 127.x.x.x,
@@ -14,7 +15,7 @@
  * after (3 x duration + connect-timeout + 30) s whatever happens.
  *
  *   cc -O2 -o wsgen wsgen.c
- *   wsgen --scenario broadcast|handshake --url ws://127.0.0.1:PORT/path [options]
+ *   wsgen --scenario echo|broadcast|handshake --url ws://127.0.0.1:PORT/path [options]
  *
  * Output: {"event":"measure_start"} / {"event":"measure_end"} around the
  * measured phase, then {"event":"result", ...}. Errors: a line starting with
@@ -51,16 +52,16 @@
 struct opts {
     char scenario[32];
     char url[512];
-    long connections, size, count, warmup, connect_batch, parallel;
+    long connections, size, count, warmup, connect_batch, parallel, window, deflate;
     long bcast_count, bcast_warmup, read_batch;
     double duration, connect_timeout;
 };
 
-static struct opts O = {"echo", "", 1, 64, 1000, 100, 50, 32, 100, 5, 16, 10.0, 10.0};
+static struct opts O = {"echo", "", 1, 64, 1000, 100, 50, 32, 1, 0, 100, 5, 16, 10.0, 10.0};
 
 /* Options of loadgen.mjs that these scenarios do not use: accepted, ignored. */
-static const char *IGNORED[] = {"window", "deflate", "hold", "rounds", "groups",
-                                "chat-count", "chat-warmup", "rate", NULL};
+static const char *IGNORED[] = {"hold", "rounds", "groups", "chat-count", "chat-warmup",
+                                "rate", NULL};
 
 static void die(const char *fmt, ...) {
     va_list ap;
@@ -96,6 +97,8 @@ static void parse_args(int argc, char **argv) {
         else if (!strcmp(k, "warmup")) O.warmup = (long)num_arg(k, v);
         else if (!strcmp(k, "connect-batch")) O.connect_batch = (long)num_arg(k, v);
         else if (!strcmp(k, "parallel")) O.parallel = (long)num_arg(k, v);
+        else if (!strcmp(k, "window")) O.window = (long)num_arg(k, v);
+        else if (!strcmp(k, "deflate")) O.deflate = (long)num_arg(k, v);
         else if (!strcmp(k, "bcast-count")) O.bcast_count = (long)num_arg(k, v);
         else if (!strcmp(k, "bcast-warmup")) O.bcast_warmup = (long)num_arg(k, v);
         else if (!strcmp(k, "read-batch")) O.read_batch = (long)num_arg(k, v);
@@ -111,6 +114,7 @@ static void parse_args(int argc, char **argv) {
     if (O.connect_batch < 1) O.connect_batch = 1;
     if (O.parallel < 1) O.parallel = 1;
     if (O.read_batch < 1) O.read_batch = 1;
+    if (O.window < 1) O.window = 1;
 }
 
 /* ---------------------------------------------------------------- url ---- */
@@ -1007,6 +1011,289 @@ static void run_handshake(void) {
     free(r.times);
 }
 
+/* --------------------------------------------------------------- echo ---- */
+/*
+ * Each connection sends `count` binary messages of `size` bytes, keeping up to
+ * `window` in flight, and stops sending when the deadline passes; the phase
+ * ends when every message sent has come back (or 5 s after the deadline).
+ * Every message is the same frame, built and masked once (random non-zero
+ * key): the server still unmasks every byte. The frames queued while one
+ * chunk of replies is handled go out in one send(). Replies are read raw: the
+ * generator walks the frame headers and checks each data frame with FIN set
+ * (0x82 and the payload length); control frames are passed over. With one
+ * connection, the round trip of every message is recorded.
+ */
+
+struct echo_state {
+    long sent, recv, pending; /* pending: queued, not yet written */
+    size_t out_off;           /* bytes of the next frame already written */
+    int done, want_out;
+    unsigned char hdr[10];    /* reply parser */
+    int hdr_len, hdr_need, in_payload;
+    unsigned char first;
+    uint64_t len, left;
+};
+
+struct echo_result {
+    long long sent, recv, errors;
+    uint64_t bytes;
+    double last_recv;
+    int timed_out;
+    double *rtts;
+    long nrtt;
+};
+
+static struct echo_state *ES;
+static unsigned char *OUTBUF; /* the frame, OUT_REPS times */
+static size_t OUT_REPS, FRAME_LEN;
+static double *STAMPS; /* send times of the messages in flight (one connection) */
+static long STAMP_CAP, STAMP_HEAD, STAMP_TAIL;
+
+static void build_echo_frame(void) {
+    size_t len = (size_t)O.size, h = len >= 65536 ? 10 : len > 125 ? 4 : 2;
+    FRAME_LEN = h + 4 + len;
+    OUT_REPS = 65536 / FRAME_LEN;
+    if (OUT_REPS > (size_t)O.window) OUT_REPS = (size_t)O.window;
+    if (OUT_REPS < 1) OUT_REPS = 1;
+    OUTBUF = malloc(FRAME_LEN * OUT_REPS);
+    if (!OUTBUF) die("out of memory");
+    unsigned char *f = OUTBUF;
+    f[0] = 0x82;
+    if (h == 10) {
+        f[1] = 0x80 | 127;
+        for (int i = 0; i < 8; i++) f[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+    } else if (h == 4) {
+        f[1] = 0x80 | 126;
+        f[2] = (unsigned char)(len >> 8);
+        f[3] = (unsigned char)len;
+    } else {
+        f[1] = (unsigned char)(0x80 | len);
+    }
+    uint32_t key;
+    do key = rnd32(); while (!key);
+    memcpy(f + h, &key, 4);
+    for (size_t i = 0; i < len; i++) f[h + 4 + i] = 0x61 ^ f[h + (i & 3)];
+    for (size_t r = 1; r < OUT_REPS; r++) memcpy(OUTBUF + r * FRAME_LEN, OUTBUF, FRAME_LEN);
+}
+
+/* Writes what `c` has queued; arms EPOLLOUT while the socket is full. */
+static int echo_flush(struct conn *c, struct echo_state *e) {
+    while (e->pending > 0) {
+        size_t total = (size_t)e->pending * FRAME_LEN - e->out_off;
+        size_t room = OUT_REPS * FRAME_LEN - e->out_off;
+        ssize_t n = send(c->fd, OUTBUF + e->out_off, total < room ? total : room, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN) return -1;
+            break;
+        }
+        size_t done = e->out_off + (size_t)n;
+        e->pending -= (long)(done / FRAME_LEN);
+        e->out_off = done % FRAME_LEN;
+    }
+    int want = e->pending > 0;
+    if (want != e->want_out) {
+        ep_set(c, want ? EPOLLIN | EPOLLOUT : EPOLLIN, EPOLL_CTL_MOD);
+        e->want_out = want;
+    }
+    return 0;
+}
+
+static void echo_send_one(struct echo_state *e, struct echo_result *r, int record) {
+    if (record) {
+        STAMPS[STAMP_TAIL] = now_s();
+        STAMP_TAIL = (STAMP_TAIL + 1) % STAMP_CAP;
+    }
+    e->sent++;
+    r->sent++;
+    e->pending++;
+}
+
+static struct echo_result echo_phase(long per_conn, double deadline, int record) {
+    struct echo_result r;
+    memset(&r, 0, sizeof r);
+    r.last_recv = now_s();
+    long cap = record ? per_conn : 0, done_conns = 0;
+    r.rtts = malloc((size_t)(cap > 0 ? cap : 1) * sizeof(double));
+    if (!r.rtts) die("out of memory");
+    STAMP_HEAD = STAMP_TAIL = 0;
+    double hard = deadline + 5.0;
+    for (long i = 0; i < NCONN; i++) {
+        struct echo_state *e = &ES[i];
+        e->sent = e->recv = 0;
+        e->done = 0;
+        long initial = O.window < per_conn ? O.window : per_conn;
+        for (long k = 0; k < initial; k++) echo_send_one(e, &r, record);
+        if (initial == 0) {
+            e->done = 1;
+            done_conns++;
+        } else if (echo_flush(&CONNS[i], e) < 0) {
+            die("connection %ld: send failed: %s", i + 1, strerror(errno));
+        }
+    }
+    while (done_conns < NCONN) {
+        double t = now_s();
+        if (t >= hard) {
+            r.timed_out = 1;
+            break;
+        }
+        int k = epoll_wait(EP, EVS, 1024, (int)((hard - t) * 1000) + 1);
+        if (k < 0 && errno != EINTR) die("epoll_wait: %s", strerror(errno));
+        t = now_s();
+        for (int ev = 0; ev < k; ev++) {
+            struct conn *c = EVS[ev].data.ptr;
+            struct echo_state *e = &ES[c->idx];
+            if (c->fd < 0) continue;
+            if (EVS[ev].events & EPOLLIN) {
+                ssize_t got = recv(c->fd, RXBUF, sizeof RXBUF, 0);
+                if (got <= 0 && !(got < 0 && (errno == EAGAIN || errno == EINTR))) {
+                    /* closed or failed: its missing replies are errors */
+                    conn_close(c);
+                    r.timed_out = 1;
+                    if (!e->done) {
+                        e->done = 1;
+                        done_conns++;
+                    }
+                    continue;
+                }
+                for (ssize_t i = 0; i < got;) {
+                    if (!e->in_payload) {
+                        while (e->hdr_len < e->hdr_need && i < got) e->hdr[e->hdr_len++] = RXBUF[i++];
+                        if (e->hdr_len < e->hdr_need) break;
+                        if (e->hdr_need == 2) {
+                            int len7 = e->hdr[1] & 0x7f;
+                            e->hdr_need = len7 == 127 ? 10 : len7 == 126 ? 4 : 2;
+                            if (e->hdr_len < e->hdr_need) continue;
+                        }
+                        int len7 = e->hdr[1] & 0x7f;
+                        uint64_t len = len7;
+                        if (len7 == 126) len = (uint64_t)e->hdr[2] << 8 | e->hdr[3];
+                        else if (len7 == 127)
+                            for (int b = 0; b < 8; b++) len = (b ? len << 8 : 0) | e->hdr[2 + b];
+                        e->first = e->hdr[0];
+                        e->len = e->left = len;
+                        e->in_payload = 1;
+                    } else {
+                        uint64_t avail = (uint64_t)(got - i);
+                        uint64_t take = e->left < avail ? e->left : avail;
+                        i += (ssize_t)take;
+                        e->left -= take;
+                    }
+                    if (e->in_payload && e->left == 0) { /* a whole frame */
+                        e->in_payload = 0;
+                        e->hdr_len = 0;
+                        e->hdr_need = 2;
+                        if ((e->first & 0x0f) >= 8 || !(e->first & 0x80)) continue;
+                        e->recv++;
+                        r.recv++;
+                        r.last_recv = t;
+                        r.bytes += e->len;
+                        if (e->len != (uint64_t)O.size || e->first != 0x82) r.errors++;
+                        if (record && STAMP_HEAD != STAMP_TAIL) {
+                            if (r.nrtt < cap) r.rtts[r.nrtt++] = (now_s() - STAMPS[STAMP_HEAD]) * 1e6;
+                            STAMP_HEAD = (STAMP_HEAD + 1) % STAMP_CAP;
+                        }
+                        int stop = e->sent >= per_conn || t >= deadline;
+                        if (!stop) echo_send_one(e, &r, record);
+                        else if (e->recv >= e->sent && !e->done) {
+                            e->done = 1;
+                            done_conns++;
+                        }
+                    }
+                }
+            }
+            if (c->fd >= 0 && (e->pending > 0 || e->want_out) && echo_flush(c, e) < 0) {
+                conn_close(c);
+                r.timed_out = 1;
+                if (!e->done) {
+                    e->done = 1;
+                    done_conns++;
+                }
+            }
+        }
+    }
+    return r;
+}
+
+static void run_echo(void) {
+    if (O.deflate) die("permessage-deflate: use loadgen.mjs");
+    NCONN = O.connections;
+    if (NCONN < 1) die("--connections must be >= 1");
+    if (O.size < 0 || O.size > (64L << 20)) die("--size must be 0..64 MiB");
+    CONNS = calloc((size_t)NCONN, sizeof *CONNS);
+    ES = calloc((size_t)NCONN, sizeof *ES);
+    unsigned char *bufs = malloc((size_t)NCONN * RBUF);
+    if (!CONNS || !ES || !bufs) die("out of memory");
+    for (long i = 0; i < NCONN; i++) {
+        CONNS[i].fd = -1;
+        CONNS[i].idx = (int)i;
+        CONNS[i].rbuf = bufs + i * RBUF;
+        ES[i].hdr_need = 2;
+    }
+    build_echo_frame();
+    STAMP_CAP = O.window + 1;
+    STAMPS = malloc((size_t)STAMP_CAP * sizeof(double));
+    if (!STAMPS) die("out of memory");
+    double tc = now_s();
+    connect_all(NCONN);
+    double connect_s = now_s() - tc;
+    for (long i = 0; i < NCONN; i++)
+        if (CONNS[i].rlen) die("connection %ld: unexpected data after the handshake", i + 1);
+
+    long long warmup_errors = 0;
+    if (O.warmup > 0) {
+        struct echo_result w = echo_phase(O.warmup, now_s() + (O.duration < 5 ? O.duration : 5), 0);
+        warmup_errors = w.errors + (w.sent - w.recv);
+        free(w.rtts);
+    }
+    emit("{\"event\":\"measure_start\"}");
+    double cpu0 = cpu_s(), t0 = now_s();
+    int record = NCONN == 1;
+    struct echo_result r = echo_phase(O.count, t0 + O.duration, record);
+    double wall = r.last_recv - t0;
+    double cpu = cpu_s() - cpu0;
+    emit("{\"event\":\"measure_end\"}");
+    close_all();
+
+    static char out[4096];
+    char *p = out;
+    p += sprintf(p, "{\"event\":\"result\",\"generator\":\"wsgen (C)\",\"scenario\":\"echo\"");
+    jint(&p, "connections", NCONN);
+    jint(&p, "size", O.size);
+    jint(&p, "window", O.window);
+    p += sprintf(p, ",\"deflate\":false");
+    jint(&p, "frame_bytes", (long long)FRAME_LEN);
+    p += sprintf(p, ",\"receive_mode\":\"raw-socket\"");
+    jnum(&p, "connect_s", connect_s);
+    jint(&p, "sent", r.sent);
+    jint(&p, "received", r.recv);
+    jint(&p, "errors", r.errors + (r.sent - r.recv) + warmup_errors);
+    jint(&p, "warmup_errors", warmup_errors);
+    jbool(&p, "timed_out", r.timed_out);
+    jbool(&p, "truncated_by_deadline", r.sent < O.count * NCONN);
+    jnum(&p, "wall_s", wall);
+    jnum(&p, "msgs_per_s", (double)r.recv / wall);
+    jnum(&p, "mb_per_s", (double)r.bytes / wall / 1e6);
+    if (r.nrtt > 0) {
+        qsort(r.rtts, (size_t)r.nrtt, sizeof(double), cmp_double);
+        double sum = 0;
+        for (long i = 0; i < r.nrtt; i++) sum += r.rtts[i];
+        p += sprintf(p,
+                     ",\"latency\":{\"p50_us\":%.10g,\"p90_us\":%.10g,\"p99_us\":%.10g,"
+                     "\"max_us\":%.10g,\"mean_us\":%.10g}",
+                     percentile(r.rtts, r.nrtt, 50), percentile(r.rtts, r.nrtt, 90),
+                     percentile(r.rtts, r.nrtt, 99), r.rtts[r.nrtt - 1], sum / (double)r.nrtt);
+    } else {
+        p += sprintf(p, ",\"latency\":null");
+    }
+    jnull_or(&p, "loadgen_cpu_us_per_message", r.recv > 0, r.recv ? cpu * 1e6 / (double)r.recv : 0);
+    jnum(&p, "loadgen_cpu_s", cpu);
+    jnum(&p, "loadgen_cpu_frac", cpu / wall);
+    strcpy(p, "}");
+    emit(out);
+    free(r.rtts);
+}
+
 /* --------------------------------------------------------------- main ---- */
 
 static void on_alarm(int sig) {
@@ -1021,8 +1308,9 @@ int main(int argc, char **argv) {
     parse_args(argc, argv);
     if (!O.url[0]) die("--url is required");
     parse_url(O.url);
-    if (strcmp(O.scenario, "broadcast") != 0 && strcmp(O.scenario, "handshake") != 0)
-        die("unknown scenario %s (this generator does broadcast and handshake)", O.scenario);
+    if (strcmp(O.scenario, "broadcast") != 0 && strcmp(O.scenario, "handshake") != 0 &&
+        strcmp(O.scenario, "echo") != 0)
+        die("unknown scenario %s (this generator does echo, broadcast and handshake)", O.scenario);
     signal(SIGPIPE, SIG_IGN);
     signal(SIGALRM, on_alarm);
     alarm((unsigned)(O.duration * 3 + O.connect_timeout + 30));
@@ -1031,6 +1319,7 @@ int main(int argc, char **argv) {
     EP = epoll_create1(EPOLL_CLOEXEC);
     if (EP < 0) die("epoll_create1: %s", strerror(errno));
     if (!strcmp(O.scenario, "broadcast")) run_broadcast();
+    else if (!strcmp(O.scenario, "echo")) run_echo();
     else run_handshake();
     return 0;
 }
