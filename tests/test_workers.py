@@ -178,13 +178,13 @@ def test_a_blocked_task_does_not_hold_up_tasks_queued_behind_it() -> None:
     pool.submit(release.wait)  # a thread starts and blocks
     pool.submit(first.set)  # queued behind it: a second thread starts to watch
     assert first.wait(TIMEOUT)
-    wait_for(lambda: pool._watcher is not None)
+    wait_for(lambda: pool._active == 1)
     threads = len(pool._threads)
     for _ in range(3):
         done = threading.Event()
-        pool.submit(done.set)  # a thread is active: no wake-up, the watcher steps in
+        pool.submit(done.set)  # a thread is active: an idle one is summoned to watch
         assert done.wait(TIMEOUT)
-        wait_for(lambda: pool._watcher is not None)  # and another idle thread watches
+        wait_for(lambda: pool._active == 1)
     assert not release.is_set()
     assert len(pool._threads) == threads  # the idle threads took turns
     release.set()
@@ -233,7 +233,7 @@ def test_tasks_queued_behind_several_blocked_tasks_still_run() -> None:
     assert not any(t.is_alive() for t in pool._threads)
 
 
-def test_shutdown_wakes_the_watcher_and_the_sleepers() -> None:
+def test_shutdown_stops_the_idle_threads() -> None:
     pool = WorkerPool(3)
     release = threading.Event()
     ran = threading.Semaphore(0)
@@ -241,8 +241,7 @@ def test_shutdown_wakes_the_watcher_and_the_sleepers() -> None:
     pool.submit(ran.release)
     pool.submit(ran.release)
     assert ran.acquire(timeout=TIMEOUT) and ran.acquire(timeout=TIMEOUT)
-    wait_for(lambda: pool._watcher is not None)
     release.set()
-    wait_for(lambda: pool._active == 0)
+    wait_for(lambda: pool._active == 0 and pool._watcher is None)
     pool.shutdown(TIMEOUT)
     assert not any(t.is_alive() for t in pool._threads)

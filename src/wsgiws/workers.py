@@ -11,6 +11,14 @@ started lazily, up to ``size``, when a task arrives and no thread is idle. It is
 ``concurrent.futures`` executor on purpose: those refuse new work once interpreter
 shutdown has begun, which is exactly when ``on_close`` must still run for every client.
 
+Waking a thread costs a system call, and on a busy core a context switch and a hand-off
+of the GIL, so the pool wakes as few as it can: a task submitted while a thread is
+active is left to that thread, and the loop thread's submits of one pass wake one
+thread at its end (:meth:`WorkerPool.defer_wakeups`). So that a handler that blocks
+does not hold up the tasks queued behind it, an idle thread watches the queue while
+tasks wait behind an active one, and takes the first when it stops moving
+(:data:`STALL`).
+
 :class:`SerialExecutor` belongs to one connection. ``submit()`` appends a task to the
 connection's deque; if no task of that connection is queued or running, one *drain*
 job is put in the pool. The drain runs the connection's tasks in order, a few at a
@@ -215,9 +223,9 @@ class WorkerPool:
         (a query, a sleep) would hold up those queued behind it. The watcher looks at
         the queue every STALL seconds while a thread is active: if the same task has
         been first in line since its last look, it takes it, and summons another
-        idle thread to watch in its place. A task thus waits at most about two STALL
-        periods for a thread, while the pool has one; a burst of quick tasks is run
-        by the thread already awake, with one wake-up for the whole burst.
+        idle thread to watch in its place; if nothing waits, it goes back to sleep.
+        A task thus waits at most about two STALL periods for a thread, while the
+        pool has one; a burst of quick tasks is run by the thread already awake.
         """
         lock = self._lock
         jobs = self._jobs
@@ -226,8 +234,9 @@ class WorkerPool:
             with lock:
                 if self._watcher is not wake:
                     return False  # woken since the timeout: the release is pending
-                if self._active == 0 and not self._shutdown:
-                    # Nothing runs: sleep until a submit wakes a thread.
+                if not self._shutdown and (self._active == 0 or not jobs):
+                    # Nothing waits: sleep until a submit wakes or summons a thread
+                    # (no polling while a long handler runs with nothing behind it).
                     self._watcher = None
                     self._sleepers.append(wake)
                     return False
