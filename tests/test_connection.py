@@ -9,6 +9,7 @@ end of a :func:`socket.socketpair`.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -363,6 +364,42 @@ def test_batch_of_messages_is_handled_in_order_with_replies_in_order(
             client.next_event()
         host.wait_done(session)
         assert [v for k, v in rec.events if k == "message"] == [str(i) for i in range(50)]
+    finally:
+        host.stop()
+
+
+def test_large_and_small_messages_in_a_burst_echo_in_order(
+    registry: wsgiws.Registry, rec: Recorder
+) -> None:
+    """Large frames received into their own buffers and replies written as header and
+    payload (in part by the kernel, the rest buffered) interleave with small ones in order."""
+    host = FakeHost(registry, max_message_size=2 * 2**20)
+    try:
+        session, client = host.connect("/echo")
+        with client:
+            client.accept()
+            session.transport.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+            sizes = [300_000, 5, 200_000, 70_000, 1, 2**20, 65_536, 65_535, 3]
+            payloads = [os.urandom(size) for size in sizes]
+            stream = b""
+            for i, payload in enumerate(payloads):
+                stream += client.ws.send(BytesMessage(payload))
+                stream += client.ws.send(TextMessage(str(i)))
+            client.send_raw(stream)
+            for i, payload in enumerate(payloads):
+                data = b""
+                while True:
+                    event = client.next_event()
+                    assert isinstance(event, BytesMessage)
+                    data += event.data
+                    if event.message_finished:
+                        break
+                assert data == payload
+                event = client.next_event()
+                assert isinstance(event, TextMessage) and event.data == str(i)
+            client.send(CloseConnection(1000))
+            client.next_event()
+        host.wait_done(session)
     finally:
         host.stop()
 

@@ -9,7 +9,11 @@ their codes and reasons — write the same bytes and end in the same state. The
 streams are random and adversarial: valid messages of every length encoding,
 fragments, control frames inside fragmented messages, reserved bits, unmasked
 frames, non-minimal and oversized lengths, invalid UTF-8 (also cut inside a
-character), garbage, all cut at random points.
+character), garbage, all cut at random points. Large binary frames, which the fast
+path receives into a buffer of their own (``receive_buffer``/``received_into``, the
+way the transport reads them), are cut at random points too, in both ways of
+unmasking them (as they arrive, the pure-Python way, or at the end, the C way), with
+``max_message_size`` around their sizes.
 
 With permessage-deflate negotiated the fast path also inflates whole compressed
 frames, on the decompressor wsproto uses for the frames it parses: compressed
@@ -24,6 +28,8 @@ import itertools
 import os
 import struct
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +40,17 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import Request
 from wsproto.extensions import PerMessageDeflate
 
+import wsgiws.protocol
 from wsgiws.mask import apply_mask_python
-from wsgiws.protocol import Event, Failed, MessageReceived, ServerProtocol, State
+from wsgiws.protocol import (
+    FRAME_BUFFER_MIN,
+    BufferPool,
+    Event,
+    Failed,
+    MessageReceived,
+    ServerProtocol,
+    State,
+)
 
 from .helpers import close_payload, frame
 
@@ -160,13 +175,38 @@ def cut(data: bytes, points: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(marks) if b > a]
 
 
+def feed_direct(proto: ServerProtocol, piece: bytes) -> list[Event]:
+    """Feed ``piece`` the way the transport reads: into the protocol's frame buffer
+    while it offers one, else through ``receive_data``."""
+    events: list[Event] = []
+    rest = memoryview(piece)
+    while rest:
+        target = proto.receive_buffer()
+        if target is None:
+            return events + proto.receive_data(rest)
+        size = min(len(target), len(rest))
+        target[:size] = rest[:size]
+        target.release()
+        events += proto.received_into(size)
+        rest = rest[size:]
+    return events
+
+
 def same_behaviour(
-    pieces: list[bytes], limit: int | None, deflate: Deflate | None = None, hold: bool = False
+    pieces: list[bytes],
+    limit: int | None,
+    deflate: Deflate | None = None,
+    hold: bool = False,
+    *,
+    direct: bool = False,
 ) -> None:
     fast = opened(fast=True, limit=limit, deflate=deflate, hold=hold)
     reference = opened(fast=False, limit=limit, deflate=deflate, hold=hold)
     for piece in pieces:
-        got = fast.receive_data(memoryview(bytearray(piece)))
+        if direct:
+            got = feed_direct(fast, piece)
+        else:
+            got = fast.receive_data(memoryview(bytearray(piece)))
         want = reference.receive_data(piece)
         assert got == want
         assert fast.data_to_send() == reference.data_to_send()
@@ -453,3 +493,131 @@ def test_fast_path_bounds_inflation(size: int) -> None:
             Failed(1009, f"message inflates beyond max_message_size of {LIMIT} bytes")
         ]
         assert server.state is State.CLOSED
+
+
+# -- large frames ---------------------------------------------------------------------
+
+
+@contextmanager
+def unmasking(as_received: bool) -> Iterator[None]:
+    """Unmask large frames as their pieces arrive (the pure-Python way) or at the end."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(wsgiws.protocol, "UNMASK_AS_RECEIVED", as_received)
+        yield
+
+
+BIG_LIMIT = 3 * FRAME_BUFFER_MIN
+BIG_SIZES = [
+    FRAME_BUFFER_MIN - 1,
+    FRAME_BUFFER_MIN,
+    BIG_LIMIT - 1,
+    BIG_LIMIT,
+    BIG_LIMIT + 1,
+    65536,
+    200_000,
+]
+
+
+@st.composite
+def big_frames(draw: st.DrawFn) -> bytes:
+    """Mostly large binary frames (some over ``BIG_LIMIT``), among other frames."""
+    if draw(st.integers(0, 3)) == 0:
+        return draw(frames())
+    size = draw(st.sampled_from(BIG_SIZES))
+    opcode = draw(st.sampled_from([2, 2, 2, 1]))
+    wide = 8 if draw(st.integers(0, 9)) == 0 else 0
+    return raw_frame(opcode, os.urandom(size), fin=True, rsv=0, mask=True, wide=wide)
+
+
+@settings(DIFF, max_examples=400)
+@given(
+    stream=st.lists(big_frames(), min_size=1, max_size=4),
+    points=st.lists(st.integers(0, 10**6), max_size=10),
+    limit=st.sampled_from([BIG_LIMIT, None]),
+    direct=st.booleans(),
+    as_received=st.booleans(),
+)
+def test_large_frames_cut_anywhere(
+    stream: list[bytes], points: list[int], limit: int | None, direct: bool, as_received: bool
+) -> None:
+    with unmasking(as_received):
+        same_behaviour(cut(b"".join(stream), points), limit, direct=direct)
+
+
+@pytest.mark.parametrize("as_received", [False, True])
+@pytest.mark.parametrize("size", [1, 7, 4096, 65536, 300_000])
+def test_large_frames_in_even_pieces(size: int, as_received: bool) -> None:
+    stream = frame(2, os.urandom(2**20)) + frame(1, b"hi") + frame(2, os.urandom(70000))
+    pieces = [stream[i : i + size] for i in range(0, len(stream), size)]
+    if size == 1:
+        pieces = [*pieces[:5000], b"".join(pieces[5000:])]  # byte by byte, briefly
+    with unmasking(as_received):
+        for direct in (False, True):
+            for limit in (None, 2**20, 2**20 - 1, 70000):
+                same_behaviour(pieces, limit, direct=direct)
+
+
+def test_frame_buffer_only_once_a_quarter_is_in() -> None:
+    """A header alone does not make the server allocate what it announces."""
+    wsgiws.protocol.frame_buffers.take(0)  # empty the pool
+    proto = opened(fast=True, limit=None)
+    payload = os.urandom(400_000)
+    data = frame(2, payload)
+    quarter = 14 + len(payload) // 4
+    assert proto.receive_data(data[: quarter - 1]) == []
+    assert proto.receive_buffer() is None  # still in the stash
+    assert proto.receive_data(data[quarter - 1 : quarter]) == []
+    target = proto.receive_buffer()
+    assert target is not None and len(target) == len(data) - quarter
+    target[:] = data[quarter:]
+    target.release()
+    assert proto.received_into(len(data) - quarter) == [MessageReceived(payload)]
+    assert proto.receive_buffer() is None
+
+
+def test_frame_buffer_dropped_when_the_connection_ends() -> None:
+    proto = opened(fast=True, limit=None)
+    data = frame(2, os.urandom(100_000))
+    proto.receive_data(data[:60_000])
+    assert proto.receive_buffer() is not None
+    proto.connection_lost()
+    assert proto.receive_buffer() is None
+    assert proto.received_into(10) == []
+    assert proto.receive_data(data[60_000:]) == []
+
+
+def test_buffer_pool_keeps_one_buffer_up_to_its_limit() -> None:
+    pool = BufferPool(max_size=1000)
+    assert pool.take(1) is None
+    first = bytearray(500)
+    pool.give(first)
+    assert pool.take(400) is first  # reused, though longer than asked
+    pool.give(first)
+    assert pool.take(600) is None  # too short
+    assert pool.take(1) is first  # but kept
+    second = bytearray(600)
+    pool.give(first)
+    pool.give(second)  # longer: replaces it
+    pool.give(bytearray(20))  # the pool keeps one
+    assert pool.take(1) is second
+    assert pool.take(1) is None
+    pool.give(bytearray(2000))  # over the limit: dropped
+    assert pool.take(1) is None
+    pool.give(first)
+    assert pool.take(501) is None  # too short: stays
+    assert pool.take(500) is first
+
+
+def test_pooled_buffer_taken_from_the_header_on() -> None:
+    """A buffer the pool already holds is used from the frame's header on."""
+    pool = wsgiws.protocol.frame_buffers
+    pool.take(0)
+    pool.give(bytearray(200_000))
+    proto = opened(fast=True, limit=None)
+    payload = os.urandom(150_000)
+    data = frame(2, payload)
+    assert proto.receive_data(data[:20]) == []
+    target = proto.receive_buffer()
+    assert target is not None and len(target) == len(data) - 20
+    target.release()
+    assert proto.receive_data(data[20:]) == [MessageReceived(payload)]

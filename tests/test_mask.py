@@ -103,6 +103,28 @@ def test_several_mebibytes(apply: Apply, data: Any, mask: Any) -> None:
     assert apply(data, mask) == reference(data, mask)
 
 
+@given(
+    size=st.integers(0, 200_000),
+    cuts=st.lists(st.integers(0, 200_000), max_size=6),
+    mask=st.binary(min_size=4, max_size=4),
+)
+@settings(max_examples=100, deadline=None)
+def test_in_place_piece_by_piece(size: int, cuts: list[int], mask: bytes) -> None:
+    """Unmasking the pieces of a buffer in place, each in the key's phase of its
+    offset, gives the whole buffer unmasked; bytes outside the pieces stay as they were."""
+    data = os.urandom(size)
+    buffer = bytearray(data)
+    marks = sorted({c % (size + 1) for c in cuts} | {0, size})
+    skipped = marks[1:2]  # the second piece is left alone
+    for low, high in itertools.pairwise(marks):
+        if low not in skipped:
+            wsgiws.mask.apply_mask_in_place(buffer, mask, low, high)
+    expected = reference(data, mask)
+    if len(marks) > 2:
+        expected = expected[: marks[1]] + data[marks[1] : marks[2]] + expected[marks[2] :]
+    assert buffer == expected
+
+
 @pytest.mark.parametrize("size", [0, 1, 3, 4, 7, 8, 15, 16, 17, 63, 64, 65, 1024, 1025, 65537])
 @pytest.mark.parametrize("offset", range(8))
 def test_every_alignment(apply: Apply, size: int, offset: int) -> None:

@@ -59,6 +59,28 @@ def test_wss_echo_small_and_large(
             assert ws.recv(TIMEOUT) == payload
 
 
+def test_wss_burst_of_large_and_small_messages(
+    registry: wsgiws.Registry, contexts: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> None:
+    """Large messages (received into their own buffers, replies written as header and
+    payload) and small ones, sent in a burst over wss://, echo in order."""
+    echo(registry)
+    server_context, client_context = contexts
+    sizes = [300_000, 5, 2**20, 70_000, 1, 65_536, 3]
+    payloads = [bytes([i % 256]) * size for i, size in enumerate(sizes)]
+    with (
+        serve(registry, ssl_context=server_context, max_message_size=2 * 2**20) as server,
+        connect(f"wss://127.0.0.1:{server.port}/", ssl=client_context, max_size=None) as ws,
+    ):
+        assert ws.recv(TIMEOUT) == "https"
+        for i, payload in enumerate(payloads):
+            ws.send(payload)
+            ws.send(str(i))
+        for i, payload in enumerate(payloads):
+            assert ws.recv(TIMEOUT) == payload
+            assert ws.recv(TIMEOUT) == str(i)
+
+
 def test_plaintext_client_on_tls_port_harms_no_one(
     registry: wsgiws.Registry, contexts: tuple[ssl.SSLContext, ssl.SSLContext]
 ) -> None:

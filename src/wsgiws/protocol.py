@@ -79,7 +79,7 @@ from wsproto.utilities import (
 )
 
 from .deflate import BoundedDeflate, between_frames
-from .mask import apply_mask
+from .mask import ACCELERATED, apply_mask, apply_mask_in_place
 
 __all__ = [
     "CloseReceived",
@@ -91,6 +91,7 @@ __all__ = [
     "ServerProtocol",
     "State",
     "encode_frame",
+    "encode_message_parts",
 ]
 
 Headers = Sequence[tuple[bytes, bytes]]
@@ -104,6 +105,69 @@ MAX_CONTROL_PAYLOAD: Final = 125
 #: below it deflate rarely saves bytes and always costs CPU (RFC 7692 §6 lets a
 #: sender leave any message uncompressed).
 COMPRESSION_THRESHOLD: Final = 128
+#: An incomplete binary frame on the fast path with at least this many bytes of
+#: payload is received into a buffer of its exact size (:meth:`ServerProtocol.receive_buffer`)
+#: once a quarter of its payload has arrived; a smaller one waits in the stash.
+FRAME_BUFFER_MIN: Final = 16 * 1024
+#: Unmask a frame received into its buffer piece by piece as the pieces arrive (in
+#: place, while they are in cache), then copy it once into ``bytes``: what suits the
+#: pure-Python masking. With the C accelerator the whole payload is unmasked at the
+#: end, in the one pass that makes the ``bytes``.
+UNMASK_AS_RECEIVED: bool = not ACCELERATED
+#: A message of at least this many bytes is queued as its frame header and its
+#: payload, not copied into one frame (:func:`encode_message_parts`).
+SPLIT_FRAME_MIN: Final = 64 * 1024
+#: The largest receive buffer :class:`BufferPool` keeps for reuse.
+POOLED_BUFFER_MAX: Final = 4 * 2**20
+
+
+class BufferPool:
+    """Receive buffers of large frames, kept for the next large frame.
+
+    A frame's payload buffer is used from its header to its last byte, then copied
+    once into the message's ``bytes``. Allocating a fresh megabyte for every
+    message costs more than the copy: the allocator returns freed memory to the
+    system and every page of the next buffer faults in again. So a finished buffer
+    is kept (one: the longest given back, of at most ``max_size`` bytes) and handed
+    to the next large frame that fits, from its header on (a buffer the server
+    holds anyway). Safe from any thread (list operations are atomic).
+    """
+
+    __slots__ = ("_free", "max_size")
+
+    def __init__(self, max_size: int = POOLED_BUFFER_MAX) -> None:
+        self.max_size = max_size
+        self._free: list[bytearray] = []
+
+    def take(self, size: int) -> bytearray | None:
+        """The kept buffer if it holds at least ``size`` bytes (content undefined),
+        else ``None``."""
+        try:
+            buffer = self._free.pop()
+        except IndexError:
+            return None
+        if len(buffer) >= size:
+            return buffer
+        self.give(buffer)
+        return None
+
+    def give(self, buffer: bytearray) -> None:
+        """Return a buffer that nothing uses any more: kept if the pool has none or
+        a shorter one, and it is at most ``max_size`` bytes long."""
+        if len(buffer) > self.max_size:
+            return
+        free = self._free
+        try:
+            if not free:
+                free.append(buffer)
+            elif len(free[0]) < len(buffer):
+                free[0] = buffer
+        except IndexError:  # taken by another thread meanwhile
+            pass
+
+
+#: The process's pool, shared by every connection.
+frame_buffers: Final = BufferPool()
 
 
 class State(enum.Enum):
@@ -202,13 +266,17 @@ def encode_frame(opcode: Opcode, payload: bytes, *, compressed: bool = False) ->
     of a broadcast; this is why data frames are encoded here rather than by wsproto.
     ``compressed`` sets RSV1, the permessage-deflate bit (RFC 7692 §6).
     """
-    n = len(payload)
+    return frame_header(opcode, len(payload), compressed=compressed) + payload
+
+
+def frame_header(opcode: Opcode, size: int, *, compressed: bool = False) -> bytes:
+    """The header of an unmasked, final frame of ``size`` bytes of payload."""
     first = 0x80 | (0x40 if compressed else 0) | opcode
-    if n < 126:
-        return struct.pack("!BB", first, n) + payload
-    if n < 65536:
-        return struct.pack("!BBH", first, 126, n) + payload
-    return struct.pack("!BBQ", first, 127, n) + payload
+    if size < 126:
+        return struct.pack("!BB", first, size)
+    if size < 65536:
+        return struct.pack("!BBH", first, 126, size)
+    return struct.pack("!BBQ", first, 127, size)
 
 
 def _opcode_and_payload(data: str | bytes) -> tuple[Opcode, bytes]:
@@ -261,6 +329,18 @@ def encode_message(data: str | bytes, deflate_bits: int | None = None) -> bytes:
     if deflate_bits is not None and len(payload) >= COMPRESSION_THRESHOLD:
         return encode_frame(opcode, deflate(payload, deflate_bits), compressed=True)
     return encode_frame(opcode, payload)
+
+
+def encode_message_parts(data: str | bytes, deflate_bits: int | None = None) -> tuple[bytes, bytes]:
+    """Like :func:`encode_message`, but a large uncompressed message comes back as its
+    header and its payload (``(header, payload)``, the payload not copied), for
+    :meth:`ServerProtocol.send_encoded`; else ``(frame, b"")``."""
+    if deflate_bits is not None:
+        return encode_message(data, deflate_bits), b""
+    opcode, payload = _opcode_and_payload(data)
+    if len(payload) >= SPLIT_FRAME_MIN:
+        return frame_header(opcode, len(payload)), payload
+    return encode_frame(opcode, payload), b""
 
 
 class PreparedMessage:
@@ -499,6 +579,10 @@ class ServerProtocol:
         "_early_size",
         "_fast",
         "_fast_allowed",
+        "_frame",
+        "_frame_key",
+        "_frame_len",
+        "_frame_pos",
         "_h11",
         "_handshake",
         "_held_close",
@@ -542,6 +626,13 @@ class ServerProtocol:
         self._deflate: BoundedDeflate | None = None
         # The fast path's bytes of a data frame still incomplete, when it took one.
         self._stash = bytearray()
+        # A large binary frame being received by the fast path: its payload buffer
+        # (from frame_buffers, maybe longer than the payload), the payload's length,
+        # how much of it arrived, and its masking key.
+        self._frame: bytearray | None = None
+        self._frame_len = 0
+        self._frame_pos = 0
+        self._frame_key = b""
         self.max_request_size = max_request_size
         #: The negotiated server window size when permessage-deflate is on, else None.
         self.deflate_bits: int | None = None
@@ -586,6 +677,16 @@ class ServerProtocol:
         out.clear()
         return data
 
+    def data_to_send_parts(self) -> tuple[bytes, bytes]:
+        """Like :meth:`data_to_send`, as ``(data, payload)``: when the last thing
+        queued is the payload of a large frame (:meth:`send_encoded`), it is handed
+        out as ``payload``, not copied; else ``payload`` is empty."""
+        out = self._out
+        if len(out) > 1 and len(out[-1]) >= SPLIT_FRAME_MIN:
+            payload = out.pop()
+            return self.data_to_send(), payload
+        return self.data_to_send(), b""
+
     @property
     def decision_pending(self) -> bool:
         """True from a valid handshake request until it is accepted or rejected."""
@@ -607,6 +708,15 @@ class ServerProtocol:
             return self._receive_handshake(bytes(data))
         if self.state is State.CLOSED or self._held_close is not None:
             return []  # late bytes after the close or a violation: discarded
+        frame = self._frame
+        if frame is not None:
+            view = memoryview(data)
+            take = min(self._frame_len - self._frame_pos, len(view))
+            frame[self._frame_pos : self._frame_pos + take] = view[:take]
+            events = self._frame_received(take)
+            if take < len(view):
+                events += self.receive_data(view[take:])
+            return events
         if self._fast and (self._stash or self._wsproto_between_frames()):
             events, used = self._fast_frames(data)
             if used == len(data):
@@ -614,6 +724,44 @@ class ServerProtocol:
             events += self._receive_slow(bytes(data[used:]))
             return events
         return self._receive_slow(bytes(data))
+
+    def receive_buffer(self) -> memoryview | None:
+        """Where the next bytes from the peer may be received directly, or ``None``.
+
+        While a large binary frame is being received by the fast path, a writable
+        view of the rest of its payload: the caller may ``recv_into`` it (never more
+        than the frame holds) and then report the count with :meth:`received_into`,
+        sparing the copy from a read buffer. Else the caller uses
+        :meth:`receive_data`. Only the caller that feeds input may call this.
+        """
+        frame = self._frame
+        if frame is None:
+            return None
+        return memoryview(frame)[self._frame_pos : self._frame_len]
+
+    def received_into(self, size: int) -> list[Event]:
+        """Report ``size`` bytes written into the view from :meth:`receive_buffer`;
+        return the events they complete (the frame's message, once whole)."""
+        if self._frame is None:
+            return []  # the connection was closed meanwhile: discarded
+        return self._frame_received(size)
+
+    def _frame_received(self, size: int) -> list[Event]:
+        frame = self._frame
+        assert frame is not None
+        start = self._frame_pos
+        end = self._frame_pos = start + size
+        if UNMASK_AS_RECEIVED:
+            apply_mask_in_place(frame, self._frame_key, start, end)
+        if end < self._frame_len:
+            return []
+        self._frame = None
+        with memoryview(frame)[:end] as payload:
+            # The one copy of the message, into the bytes handed to the handler.
+            key = self._frame_key
+            message = bytes(payload) if UNMASK_AS_RECEIVED else apply_mask(payload, key)
+        frame_buffers.give(frame)
+        return [MessageReceived(message)]
 
     def _wsproto_between_frames(self) -> bool:
         """True when wsproto holds no byte and no message in progress, and the
@@ -635,7 +783,9 @@ class ServerProtocol:
         unmasked, over the limit, invalid UTF-8, a length not minimally encoded)
         stops the fast path: it and what follows are left to wsproto. An incomplete
         binary frame whose header passed is kept in ``_stash`` (at most
-        ``max_message_size`` plus one read) until it is whole; an incomplete text
+        ``max_message_size`` plus one read) until it is whole, or, when it is large
+        and a quarter of its payload is in, received into a buffer of its payload's
+        exact size (``_frame``, see :meth:`receive_buffer`); an incomplete text
         frame goes to wsproto, which checks its UTF-8 as it arrives.
 
         With permessage-deflate, a whole frame with RSV1 (and no other reserved
@@ -696,6 +846,25 @@ class ServerProtocol:
             if end > n:
                 if opcode != 2 or compressed:
                     break  # wsproto reads (and inflates, checks) it as it arrives
+                have = n - start
+                # Receive the rest straight into a buffer of the payload's size: the
+                # pool's if it has one, else a new one once a quarter of the payload
+                # is in (a header alone must not make the server allocate what it
+                # announces).
+                frame = None
+                if length >= FRAME_BUFFER_MIN:
+                    frame = frame_buffers.take(length)
+                    if frame is None and have * 4 >= length:
+                        frame = bytearray(length)
+                if frame is not None:
+                    self._frame = frame
+                    self._frame_len = length
+                    self._frame_key = bytes(buf[start - 4 : start])
+                    self._frame_pos = 0
+                    self._frame[:have] = memoryview(buf)[start:n]
+                    stash.clear()
+                    events += self._frame_received(have)
+                    return events, len(data)
                 # Keep the incomplete binary frame; wsproto sees none of it yet.
                 if buf is stash:
                     del stash[:i]
@@ -792,6 +961,7 @@ class ServerProtocol:
         self.state = State.CLOSED
         self._early.clear()
         self._stash = bytearray()
+        self._frame = None
 
     def start_from_request(self, target: str, headers: Iterable[tuple[str, str]]) -> Event:
         """Start from a request head that a WSGI server already parsed.
@@ -1179,17 +1349,20 @@ class ServerProtocol:
         """Queue a complete message (``str`` as text, ``bytes`` as binary)."""
         self.send_encoded(encode_message(data, self.deflate_bits))
 
-    def send_encoded(self, frame: bytes) -> None:
-        """Queue a frame encoded by :func:`encode_frame` (broadcasts encode once).
+    def send_encoded(self, frame: bytes, payload: bytes = b"") -> None:
+        """Queue a frame encoded by :func:`encode_frame` (broadcasts encode once), or
+        a frame's header and its ``payload`` (:func:`encode_message_parts`).
 
         While the handshake is being decided (:attr:`decision_pending`) the frame is
         kept and queued right after the 101 response, or dropped by :meth:`reject`.
         """
         if self.state is State.OPEN:
             self._out.append(frame)
+            if payload:
+                self._out.append(payload)
         elif self.decision_pending:
-            self._early.append(frame)
-            self._early_size += len(frame)
+            self._early.append(frame + payload)
+            self._early_size += len(frame) + len(payload)
         else:
             raise ProtocolError(f"cannot send in state {self.state.name}")
 

@@ -63,7 +63,7 @@ from .protocol import (
     PreparedMessage,
     ServerProtocol,
     State,
-    encode_message,
+    encode_message_parts,
 )
 
 if TYPE_CHECKING:
@@ -80,6 +80,9 @@ LINGER_TIMEOUT = 5.0
 #: the same leading bytes (OpenSSL's rule); the buffer only grows at its end, so a
 #: bounded chunk keeps every retry identical.
 TLS_WRITE_SIZE = 256 * 1024
+#: A large payload follows its frame header in one ``sendmsg`` of both buffers
+#: (where the platform has it), not copied after the header first.
+SENDMSG = hasattr(socket.socket, "sendmsg")
 
 
 class TransportUser(Protocol):
@@ -346,7 +349,7 @@ class Transport:
         if self.debug:
             kind = "TEXT" if isinstance(message, str) else "BINARY"
             self.log.debug("> %s [%d]", kind, len(message))
-        self.send_frame(encode_message(message, self.proto.deflate_bits))
+        self.send_frame(*encode_message_parts(message, self.proto.deflate_bits))
 
     def send_prepared(self, message: PreparedMessage) -> None:
         """Send a message encoded once for many connections. Any thread.
@@ -389,10 +392,12 @@ class Transport:
         self.send_prepared(message)  # before the 101, or closed (raises)
         return None
 
-    def send_frame(self, frame: bytes) -> None:
+    def send_frame(self, frame: bytes, payload: bytes = b"") -> None:
         """Send an encoded frame; broadcasts pass the same bytes to all. Any thread.
 
-        While ``on_connect`` runs the protocol keeps the frame for after the 101.
+        Or a frame's header and its large ``payload`` (:func:`encode_message_parts`),
+        written without being copied together. While ``on_connect`` runs the
+        protocol keeps the frame for after the 101.
 
         Raises:
             ConnectionClosed: the connection is not open.
@@ -400,17 +405,17 @@ class Transport:
         with self.lock:
             proto = self.proto
             if proto.state is State.OPEN and not self._broken:
-                proto.send_encoded(frame)
-                self._write_locked(proto.data_to_send())
+                proto.send_encoded(frame, payload)
+                self._write_locked(*proto.data_to_send_parts())
                 return
             if proto.decision_pending and not self._closed and not self._broken:
                 # Bounded like the outgoing buffer: a group member whose on_connect
                 # is slow must not queue without limit.
-                if proto.early_size + len(frame) > self._options.write_limit:
+                if proto.early_size + len(frame) + len(payload) > self._options.write_limit:
                     proto.discard_early()
                     self._too_slow()
                 else:
-                    proto.send_encoded(frame)
+                    proto.send_encoded(frame, payload)
                 return
         raise ConnectionClosed(self.close_code, self.close_reason)
 
@@ -451,33 +456,43 @@ class Transport:
             self.close_code = int(code)
             self.close_reason = reason
 
-    def _write_locked(self, data: bytes) -> None:
-        """Write ``data`` now or buffer it (caller holds ``lock``; any thread).
+    def _write_locked(self, data: bytes, payload: bytes = b"") -> None:
+        """Write ``data`` (then ``payload``, a large frame's) now or buffer it
+        (caller holds ``lock``; any thread).
 
         Buffered bytes go first: while the loop watches writability it writes them;
         while this thread corked the transport they wait for :meth:`uncork`; else
-        they are written now, with ``data``, in one ``send``.
+        they are written now, with ``data``, in one ``send`` (a ``sendmsg`` of
+        ``data`` and ``payload``, which is not copied unless the kernel leaves
+        part of it).
         """
         if self._closed or self._broken:
             return
         out = self._out
         if self._write_requested or self._tls:
-            if not data:
+            if not data and not payload:
                 return
             out += data
+            out += payload
         elif self._corked is not None and self._corked == threading.get_ident():
-            if not data:
+            if not data and not payload:
                 return
             out += data
+            out += payload
             if len(out) <= self._options.write_limit:
                 return
         else:
-            if out:
+            if out or (payload and not SENDMSG):
                 out += data
-            elif not data:
+                out += payload
+                data = payload = b""
+            elif not data and not payload:
                 return
             try:
-                sent = self.sock.send(out or data)
+                if payload:
+                    sent = self.sock.sendmsg([data, payload])
+                else:
+                    sent = self.sock.send(out or data)
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError:
@@ -486,8 +501,11 @@ class Transport:
                 return
             if out:
                 del out[:sent]
-            elif sent < len(data):
-                out += memoryview(data)[sent:]
+            else:
+                if sent < len(data):
+                    out += memoryview(data)[sent:]
+                if payload and sent < len(data) + len(payload):
+                    out += memoryview(payload)[max(sent - len(data), 0) :]
         if out:
             if len(out) > self._options.write_limit:
                 out.clear()
@@ -586,33 +604,39 @@ class Transport:
 
     def _read_once(self) -> bool:
         """Read and handle one chunk; return True if the connection may read on."""
-        view = self._loop.read_buffer(READ_SIZE)
+        # The rest of a large frame is received straight into its payload buffer;
+        # other input into the loop's shared buffer, which the protocol copies from.
+        direct = self.proto.receive_buffer()
+        view = self._loop.read_buffer(READ_SIZE) if direct is None else direct
         try:
-            data = view[: self.sock.recv_into(view)]
+            size = self.sock.recv_into(view)
         except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return False
         except OSError:
             self._abort(CloseReason.ABNORMAL_CLOSURE, "connection lost")
             return False
+        finally:
+            if direct is not None:
+                direct.release()  # no view of a frame buffer outlives the read
         if self._lingering:
-            if not data:
+            if not size:
                 self._close_transport()
-            return bool(data)  # input after our close is drained and discarded
-        if not data:
+            return bool(size)  # input after our close is drained and discarded
+        if not size:
             with self.lock:
                 events = self.proto.receive_eof()
             self._handle(events)
             return False
-        self._received(data)
-        return not self._closed
-
-    def _received(self, data: memoryview) -> None:
         with self.lock:
-            events = self.proto.receive_data(data)
+            if direct is not None:
+                events = self.proto.received_into(size)
+            else:
+                events = self.proto.receive_data(view[:size])
             self._write_locked(self.proto.data_to_send())
         if events:
             self._handle(events)
         self._check_broken()
+        return not self._closed
 
     def _handle(self, events: list[Event]) -> None:
         # Consecutive messages go up in one batch: one hand-off to the workers.
@@ -719,7 +743,9 @@ class Transport:
             if out and not self._broken:
                 try:
                     if self._tls:
-                        sent = self.sock.send(bytes(out[:TLS_WRITE_SIZE]))
+                        # A view, not a copy; released before the buffer changes.
+                        with memoryview(out)[:TLS_WRITE_SIZE] as chunk:
+                            sent = self.sock.send(chunk)
                     else:
                         sent = self.sock.send(out)
                 except (
