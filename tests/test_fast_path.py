@@ -549,6 +549,37 @@ def test_large_frames_cut_anywhere(
         same_behaviour(cut(b"".join(stream), points), limit, direct=direct)
 
 
+BIG_RAW = st.sampled_from(BIG_SIZES).map(
+    lambda size: Raw(raw_frame(2, os.urandom(size), fin=True, rsv=0, mask=True, wide=0))
+)
+
+
+@settings(DIFF, max_examples=200)
+@given(
+    items=st.lists(st.one_of(deflate_items(), BIG_RAW), max_size=6),
+    offer=DEFLATE_OFFERS,
+    takeover=st.booleans(),
+    points=st.lists(st.integers(0, 10**6), max_size=8),
+    limit=st.sampled_from([BIG_LIMIT, None]),
+    direct=st.booleans(),
+    as_received=st.booleans(),
+)
+def test_large_frames_between_compressed_ones(
+    items: list[Message | Raw],
+    offer: Deflate,
+    takeover: bool,
+    points: list[int],
+    limit: int | None,
+    direct: bool,
+    as_received: bool,
+) -> None:
+    """With permessage-deflate, large uncompressed binary frames (received into
+    their own buffer) among compressed messages leave the shared decompressor alone."""
+    stream = deflate_stream(items, Compressor(offer.window_bits, takeover))
+    with unmasking(as_received):
+        same_behaviour(cut(stream, points), limit, offer, direct=direct)
+
+
 @pytest.mark.parametrize("as_received", [False, True])
 @pytest.mark.parametrize("size", [1, 7, 4096, 65536, 300_000])
 def test_large_frames_in_even_pieces(size: int, as_received: bool) -> None:
