@@ -24,11 +24,12 @@ import os
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from wsproto.connection import ConnectionState
 from wsproto.utilities import ProtocolError
 
 from wsgiws.protocol import HandshakeRequest, ServerProtocol, State
 
-from .helpers import FACTOR, frame
+from .helpers import FACTOR, close_payload, frame
 from .protocol_oracle import pieces
 
 DIFF = settings(
@@ -282,3 +283,33 @@ def test_random_key_same_accept_token() -> None:
             server.receive_data(head)
             server.accept()
         assert fast.data_to_send() == reference.data_to_send()
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1002, 1005, 1006, 3000, 999])
+@pytest.mark.parametrize("reason", [b"", b"bye"])
+@pytest.mark.parametrize("before", [b"", b"hi"])
+@pytest.mark.parametrize(("cut", "late"), [(0, False), (0, True), (3, False), (7, True)])
+@pytest.mark.parametrize("server_closed", [False, True])
+def test_close_frame_same_as_wsproto(
+    code: int, reason: bytes, before: bytes, cut: int, late: bool, server_closed: bool
+) -> None:
+    """The closing handshake: a plain close frame (1000 or 1001, no reason) whole
+    in one read is answered without wsproto; every other one, and one cut in two,
+    goes to wsproto; both give the same events, reply and state."""
+    data = frame(1, before) if before else b""
+    data += frame(8, close_payload(code, reason) if code != 1005 else b"")
+    data += frame(1, b"late") if late else b""  # bytes after the close: ignored
+    results = []
+    for fast in (True, False):
+        server = ServerProtocol(fast=fast)
+        server.receive_data(plain_head())
+        server.accept()
+        server.data_to_send()
+        if server_closed:
+            server.close(1001, "going")
+            server.data_to_send()
+        chunks = [data[: len(data) - cut], data[len(data) - cut :]] if cut else [data]
+        results.append([feed(server, chunk) for chunk in chunks])
+        if fast and code in (1000, 1001) and not (reason or cut or late or server_closed):
+            assert server._ws.state is ConnectionState.OPEN  # wsproto never saw it
+    assert results[0] == results[1]

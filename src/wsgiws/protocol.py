@@ -407,17 +407,20 @@ def _repeated_header(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
     return None
 
 
+def _valid_key(key: bytes) -> bool:
+    """True when ``key`` is the base64 encoding of 16 bytes (RFC 6455 §4.1)."""
+    try:
+        return len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        return False
+
+
 def _check_upgrade_headers(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
     """Check what RFC 6455 §4.2.1 requires beyond wsproto's checks; name a problem."""
     fields = {name.lower(): value.strip() for name, value in headers}
     if not fields.get(b"host"):
         return "the Host header is missing or empty"
-    key = fields.get(b"sec-websocket-key", b"")
-    try:
-        nonce = base64.b64decode(key, validate=True)
-    except (binascii.Error, ValueError):
-        nonce = b""
-    if len(nonce) != 16:
+    if not _valid_key(fields.get(b"sec-websocket-key", b"")):
         return "Sec-WebSocket-Key must be the base64 encoding of 16 bytes"
     if fields.get(b"content-length", b"0") not in (b"", b"0") or b"transfer-encoding" in fields:
         return "a WebSocket handshake must not have a body"
@@ -721,7 +724,12 @@ class ServerProtocol:
             events, used = self._fast_frames(data)
             if used == len(data):
                 return events
-            events += self._receive_slow(bytes(data[used:]))
+            rest = bytes(data[used:])
+            close = self._plain_close(rest)
+            if close is not None:
+                events.append(close)
+            else:
+                events += self._receive_slow(rest)
             return events
         return self._receive_slow(bytes(data))
 
@@ -923,6 +931,24 @@ class ServerProtocol:
         except UnicodeDecodeError:
             return self._peer_failed(CloseReason.INVALID_FRAME_PAYLOAD_DATA, _utf8_error(data))
 
+    def _plain_close(self, data: bytes) -> CloseReceived | None:
+        """Answer ``data`` if it is exactly a client's close frame with code 1000 or
+        1001 and no reason (what a closing client sends) while the connection is
+        open; else return ``None`` and leave it to wsproto.
+
+        Called only when wsproto is between frames, so the frame means to wsproto
+        what it means here: the same reply (the code echoed), the same event, the
+        connection over (checked against wsproto by ``tests/test_fast_path.py``).
+        """
+        if len(data) != 8 or data[0] != 0x88 or data[1] != 0x82 or self.state is not State.OPEN:
+            return None
+        code = ((data[6] ^ data[2]) << 8) | (data[7] ^ data[3])
+        if code != CloseReason.NORMAL_CLOSURE and code != CloseReason.GOING_AWAY:
+            return None
+        self._out.append(struct.pack("!BBH", 0x88, 2, code))
+        self._closed()
+        return CloseReceived(code, "")
+
     def _receive_slow(self, data: bytes) -> list[Event]:
         """Feed bytes to wsproto (through the declared-size check)."""
         if self._declared is not None:
@@ -1074,15 +1100,17 @@ class ServerProtocol:
             ):
                 return None
             fields[key] = value
+        # wsproto's checks, then those of _check_upgrade_headers (the values are
+        # stripped already, and no body header is here).
         host = fields.get(b"host")
         connection = fields.get(b"connection")
         if (
-            host is None
+            not host
             or connection is None
             or fields.get(b"sec-websocket-version") != b"13"
             or fields.get(b"upgrade", b"").lower() != b"websocket"
             or not any(token.lower() == "upgrade" for token in split_comma_header(connection))
-            or _check_upgrade_headers(raw) is not None
+            or not _valid_key(fields.get(b"sec-websocket-key", b""))
         ):
             return None
         text = target.decode("ascii")

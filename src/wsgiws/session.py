@@ -36,7 +36,7 @@ Every public method may be called from any thread.
 from __future__ import annotations
 
 import functools
-import secrets
+import os
 import socket
 import threading
 import time
@@ -169,7 +169,7 @@ class Session:
         self._groups = host.hub
         self.remote_addr = remote_addr
         #: A random id, unique in practice across processes (used by groups).
-        self.id = secrets.token_hex(8)
+        self.id = os.urandom(8).hex()  # what secrets.token_hex(8) returns
         extra = {"websocket": f"{self.id} {remote_addr[0]}:{remote_addr[1]}"}
         #: The connection's logger (``wsgiws.connection``).
         self.log = ConnectionLogger(connection_logger, extra)

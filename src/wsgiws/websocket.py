@@ -103,8 +103,9 @@ class QueryDict(Mapping[str, str]):
 
     def __init__(self, query_string: str) -> None:
         lists: dict[str, list[str]] = {}
-        for key, value in parse_qsl(query_string, keep_blank_values=True):
-            lists.setdefault(key, []).append(value)
+        if query_string:  # most handshakes have none
+            for key, value in parse_qsl(query_string, keep_blank_values=True):
+                lists.setdefault(key, []).append(value)
         self._lists = lists
 
     def __getitem__(self, key: str) -> str:
