@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import sys
 import threading
@@ -424,6 +425,54 @@ def test_inline_handler_group_send_is_written(registry: wsgiws.Registry) -> None
         a.send("hi")
         for client in (a, b):
             assert [client.recv(timeout=TIMEOUT) for _ in range(3)] == ["hi-0", "hi-1", "hi-2"]
+
+
+def test_burst_while_the_loop_is_busy_is_written_by_the_sender(
+    registry: wsgiws.Registry, rooms: Rooms
+) -> None:
+    """Group sends queue for the loop, but a member's queue that fills up before the
+    loop gets to it is written by the sending thread: a burst many times write_limit
+    reaches a member that reads, with the loop thread held up, and nobody is closed."""
+    name = unique()
+    write_limit, count, payload = 64 * 1024, 2000, os.urandom(500)  # 1 MB per member
+    with (
+        serve(registry, write_limit=write_limit) as server,
+        clients(server, name, count=2, max_queue=None) as readers,
+    ):
+        received = {cid: 0 for _, cid in readers}
+
+        def read(client: ClientConnection, cid: str) -> None:
+            for i in range(count):
+                message = client.recv(timeout=TIMEOUT)
+                assert isinstance(message, bytes) and message[:4] == i.to_bytes(4, "big")
+                received[cid] = i + 1
+
+        threads = [threading.Thread(target=read, args=reader) for reader in readers]
+        for thread in threads:
+            thread.start()
+        held, release = threading.Event(), threading.Event()
+
+        def hold_the_loop() -> None:
+            held.set()
+            release.wait(TIMEOUT)
+
+        server.loop.call_soon_threadsafe(hold_the_loop)
+        try:
+            assert held.wait(TIMEOUT)
+            group = wsgiws.group(name)
+            for i in range(count):
+                group.send(i.to_bytes(4, "big") + payload)
+            # All but the last write_limit / 2 bytes arrive while the loop is held.
+            tail = write_limit // 2 // len(payload) + 1
+            wait_for(lambda: min(received.values()) >= count - tail)
+        finally:
+            release.set()  # the loop writes the tail
+        for thread in threads:
+            thread.join(TIMEOUT)
+        assert received == {cid: count for _, cid in readers}
+        assert not rooms.closes
+        for client, cid in readers:
+            nothing_else(client, cid)
 
 
 def test_stalled_member_is_closed_and_others_get_everything(

@@ -83,6 +83,10 @@ TLS_WRITE_SIZE = 256 * 1024
 #: A large payload follows its frame header in one ``sendmsg`` of both buffers
 #: (where the platform has it), not copied after the header first.
 SENDMSG = hasattr(socket.socket, "sendmsg")
+#: A broadcast frame at least this long is written at once, like a direct send; and
+#: a buffer of queued broadcast frames that reaches it (or half of ``write_limit``)
+#: before the loop wrote it is written by the sending thread.
+FLUSH_SIZE = 64 * 1024
 
 
 class TransportUser(Protocol):
@@ -377,12 +381,25 @@ class Transport:
         with self.lock:
             proto = self.proto
             if proto.state is State.OPEN and not self._broken:
-                out = self._out
-                out += message.frame(proto.deflate_bits)
-                if len(out) > self._options.write_limit:
-                    out.clear()
-                    self._too_slow()
+                frame = message.frame(proto.deflate_bits)
+                if len(frame) >= FLUSH_SIZE:
+                    self._write_locked(frame)  # a large frame: nothing to gain
                     return None
+                out = self._out
+                out += frame
+                size = len(out)
+                limit = self._options.write_limit
+                if size >= FLUSH_SIZE or 2 * size > limit:
+                    if size > limit:
+                        out.clear()
+                        self._too_slow()
+                        return None
+                    if size - len(frame) < min(FLUSH_SIZE, limit // 2) and not self._tls:
+                        # The loop has not got to this buffer yet (a long fan-out holds
+                        # the GIL): write it from here, once per FLUSH_SIZE queued.
+                        self._send_buffer_locked()
+                        if not out:
+                            return None
                 if self._write_requested:
                     return None  # the loop writes the buffer already
                 self._write_requested = True
@@ -520,6 +537,20 @@ class Transport:
         self._broken = True
         self._set_close(CloseReason.POLICY_VIOLATION, "client too slow to read")
         self._request_loop(self._slow_reader)
+
+    def _send_buffer_locked(self) -> None:
+        """Write what the kernel takes of the buffer now (caller holds ``lock``; not TLS)."""
+        out = self._out
+        try:
+            sent = self.sock.send(out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._broken = True
+            out.clear()
+            self._request_loop(self._check_broken)
+            return
+        del out[:sent]
 
     def _request_loop(self, callback: Callable[[], None]) -> None:
         # Deferred even on the loop thread: the caller holds the lock, and the
