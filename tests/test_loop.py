@@ -6,11 +6,12 @@ import contextlib
 import functools
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from wsgiws.loop import SelectorLoop
+from wsgiws import loop as loop_module
+from wsgiws.loop import SelectorLoop, current_burst, open_burst
 
 from .helpers import TIMEOUT
 
@@ -308,3 +309,106 @@ def test_pass_hook_runs_after_the_callbacks_of_each_pass(loop: SelectorLoop) -> 
     count = len(seen)
     on_loop(loop, lambda: None)
     assert len(seen) == count
+
+
+class Writer:
+    """A ``loop.Writer`` that records which thread wrote it."""
+
+    def __init__(self) -> None:
+        self.threads: list[int] = []
+        self.written = threading.Event()
+
+    def write_queued(self) -> None:
+        self.threads.append(threading.get_ident())
+        self.written.set()
+
+
+def in_new_thread(fn: Callable[[], None]) -> None:
+    """Run ``fn`` on a new thread (a fresh per-thread burst) and re-raise its error."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # pragma: no cover - re-raised below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(TIMEOUT)
+    assert not thread.is_alive()
+    if errors:
+        raise errors[0]
+
+
+def test_burst_writes_at_close_on_the_calling_thread(loop: SelectorLoop) -> None:
+    """What a handler call queued is written once, by its thread, when it ends;
+    bursts do not nest, and current_burst is None outside one."""
+    in_new_thread(functools.partial(burst_at_close, loop))
+
+
+def burst_at_close(loop: SelectorLoop) -> None:
+    assert current_burst() is None
+    burst = open_burst()
+    assert burst is not None and current_burst() is burst
+    assert open_burst() is None  # nested: the outer one writes
+    writers = [Writer() for _ in range(3)]
+    burst.sending = True
+    for writer in writers:
+        burst.add(writer, loop)
+    burst.sent()  # within BURST_HOLD: nothing written yet
+    burst.close()
+    assert current_burst() is None
+    assert all(w.threads == [threading.get_ident()] for w in writers)
+    burst.close()  # nothing left
+    assert all(len(w.threads) == 1 for w in writers)
+
+
+def test_burst_writes_when_held_too_long(
+    loop: SelectorLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread that keeps sending writes what it queued once it waited BURST_HOLD."""
+    monkeypatch.setattr(loop_module, "BURST_HOLD", 0.0)
+    in_new_thread(functools.partial(burst_held_too_long, loop))
+
+
+def burst_held_too_long(loop: SelectorLoop) -> None:
+    burst = open_burst()
+    assert burst is not None
+    try:
+        writer = Writer()
+        burst.sending = True  # as a broadcast does: the loop leaves the burst alone
+        burst.add(writer, loop)
+        burst.sent()
+        assert writer.threads == [threading.get_ident()]
+    finally:
+        burst.close()
+
+
+def test_burst_of_a_quiet_thread_is_written_by_the_loop(loop: SelectorLoop) -> None:
+    """A thread that queued and then blocks (still in its handler call) has its
+    writes written by the loop thread; so does a burst last armed on a loop that
+    stopped since."""
+    stopped = SelectorLoop("stopped")  # never runs: its check never comes
+    in_new_thread(functools.partial(quiet_burst, stopped, loop))
+    stopped.close()
+
+
+def quiet_burst(stopped: SelectorLoop, loop: SelectorLoop) -> None:
+    burst = open_burst()
+    assert burst is not None
+    first = Writer()
+    burst.add(first, stopped)
+    burst.close()  # written by this thread; the check armed on `stopped` is void
+    assert first.threads == [threading.get_ident()]
+    burst = open_burst()
+    assert burst is not None
+    try:
+        writer = Writer()
+        burst.add(writer, loop)
+        burst.sent()
+        assert writer.written.wait(TIMEOUT)  # blocks: the loop writes
+        assert writer.threads == [loop.thread_id]
+    finally:
+        burst.close()
+    assert len(writer.threads) == 1

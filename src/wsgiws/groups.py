@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, Union
 from . import lifecycle
 from .exceptions import ConnectionClosed
 from .log import groups_logger as logger
+from .loop import Burst, current_burst
 from .protocol import PreparedMessage
 
 if TYPE_CHECKING:
@@ -108,9 +109,12 @@ class Member(Protocol):
     def send_prepared(self, message: PreparedMessage) -> None:
         """Send a message encoded once; :exc:`~wsgiws.ConnectionClosed` if not open."""
 
-    def queue_prepared(self, message: PreparedMessage) -> Callable[[], None] | None:
-        """Queue a message encoded once for the connection's loop thread to write,
-        without a system call; :exc:`~wsgiws.ConnectionClosed` if not open.
+    def queue_prepared(
+        self, message: PreparedMessage, burst: Burst | None = None
+    ) -> Callable[[], None] | None:
+        """Queue a message encoded once, without a system call, for ``burst`` (the
+        sending thread's handler call) or else the connection's loop thread to write;
+        :exc:`~wsgiws.ConnectionClosed` if not open.
 
         Returns a wake-up to call (once per distinct wake-up) after queueing to every
         addressee, or None when none is needed.
@@ -442,20 +446,25 @@ def send_prepared_to(
     """Queue the encoded ``message`` to each connection; skip closed ones and ``exclude``.
 
     No system call per connection: each frame joins its connection's outgoing
-    buffer (:meth:`Member.queue_prepared`) and each loop concerned is woken once,
-    at the end, to write the buffers; a connection that receives many messages
-    before its loop gets to it receives them in one ``send``.
+    buffer (:meth:`Member.queue_prepared`). In a handler call (the thread has an
+    open :class:`~wsgiws.loop.Burst`) the buffers are written when the handler
+    returns, or sooner (see :class:`~wsgiws.loop.Burst`); elsewhere each loop
+    concerned is woken once, at the end, to write them. Either way a connection
+    sent many messages in a short time receives them in few ``send`` calls.
 
     Returns the number of connections the frame was queued to.
     """
     sent = 0
     first: Callable[[], None] | None = None
     others: set[Callable[[], None]] | None = None
+    burst = current_burst()
+    if burst is not None:
+        burst.sending = True
     for connection in connections:
         if exclude is not None and connection.id == exclude:
             continue
         try:
-            wake = connection.queue_prepared(message)
+            wake = connection.queue_prepared(message, burst)
         except ConnectionClosed:
             continue
         sent += 1
@@ -471,6 +480,8 @@ def send_prepared_to(
     if others:
         for wake in others:
             wake()
+    if burst is not None:
+        burst.sent()
     return sent
 
 

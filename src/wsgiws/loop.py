@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import heapq
 import itertools
 import selectors
@@ -35,17 +36,22 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from .log import server_logger as logger
 
-__all__ = ["CHECK_THREADS", "SelectorLoop", "TimerHandle"]
+__all__ = ["CHECK_THREADS", "Burst", "SelectorLoop", "TimerHandle", "current_burst"]
 
 #: True under ``python -X dev``: loop-thread-only methods (here and in the
 #: connection) check that they run on the loop thread.
 CHECK_THREADS: Final = sys.flags.dev_mode
 
 Callback = Callable[[], Any]
+
+#: Seconds a burst's queued writes may wait while its thread is busy sending more
+#: (past this, the thread writes them itself) or, once it went quiet (a handler
+#: that blocks), before the loop writes them.
+BURST_HOLD = 0.002
 
 
 class TimerHandle:
@@ -328,3 +334,128 @@ class SelectorLoop:
         self._timers[:] = [entry for entry in self._timers if not entry[2].cancelled]
         heapq.heapify(self._timers)
         self._cancelled_timers = 0
+
+
+class Writer(Protocol):
+    """Something with bytes queued for writing (a connection's transport)."""
+
+    def write_queued(self) -> None:
+        """Write what is queued, from the calling thread. Any thread."""
+
+
+class Burst:
+    """Writes that one thread queued during one handler call, to write at its end.
+
+    A broadcast from a handler queues its frame to each member without writing
+    (:meth:`add` records each writer once); the thread writes them all when the
+    handler returns (:meth:`close`), so a member sent many messages in one handler
+    call gets them in one ``send``, and no other thread competes for the GIL to
+    write them meanwhile. Bounded in time: a thread that keeps sending for more
+    than :data:`BURST_HOLD` writes what it queued (:meth:`sent`); a thread that
+    stops sending without returning (a handler blocking after a broadcast) has
+    them written by the loop once a :data:`BURST_HOLD` went by without a broadcast
+    (checked every :data:`BURST_HOLD`). Any thread.
+    """
+
+    __slots__ = (
+        "_armed",
+        "_cost",
+        "_dirty",
+        "_first",
+        "_lock",
+        "_seen",
+        "_sent",
+        "is_open",
+        "sending",
+    )
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._dirty: list[Writer] = []
+        self._first = 0.0  # when the oldest queued write was queued
+        self._sent = 0  # fan-outs done (sent() calls)
+        self._seen = -1  # _sent at the loop's last check
+        # The token of the loop check armed for the queued writes, if any: a check
+        # whose token is no longer current (written meanwhile) ends.
+        self._armed: object | None = None
+        self._cost = 0.0  # how long the last flush took
+        #: True while the thread is in a handler call.
+        self.is_open = False
+        #: True while the thread queues one broadcast (set by the sender, cleared
+        #: by :meth:`sent`).
+        self.sending = False
+
+    def add(self, writer: Writer, loop: SelectorLoop) -> None:
+        """Write ``writer``'s queue at the end of the burst (caller may hold the
+        writer's lock: this lock is taken after it, never before)."""
+        with self._lock:
+            if not self._dirty:
+                self._first = time.monotonic()
+            self._dirty.append(writer)
+            if self._armed is not None:
+                return
+            token = self._armed = object()
+        loop.call_soon_threadsafe(functools.partial(self._arm, loop, token))
+
+    def sent(self) -> None:
+        """After one broadcast: write now if the oldest queued write is too old.
+
+        Too old: :data:`BURST_HOLD`, or four times what the last flush took, so
+        that a long burst to many members spends most of its time queueing.
+        """
+        self.sending = False
+        self._sent += 1
+        if self._dirty and time.monotonic() - self._first >= max(BURST_HOLD, 4 * self._cost):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write every queued writer now, from the calling thread."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, []
+            self._armed = None
+        start = time.monotonic()
+        for writer in dirty:
+            writer.write_queued()
+        self._cost = time.monotonic() - start
+
+    def close(self) -> None:
+        """The handler call ended: write what it queued."""
+        self.is_open = False
+        if self._dirty:
+            self.flush()
+
+    def _arm(self, loop: SelectorLoop, token: object) -> None:
+        loop.call_later(BURST_HOLD, functools.partial(self._check, loop, token))
+
+    def _check(self, loop: SelectorLoop, token: object) -> None:
+        # On the loop thread: write for a thread that went quiet with writes queued.
+        with self._lock:
+            if self._armed is not token:
+                return  # written since (a later add armed its own check)
+            if self.is_open and (self.sending or self._sent != self._seen):
+                # Still sending (in a broadcast, or one since the last check): its
+                # own sent() or close() writes.
+                self._seen = self._sent
+                loop.call_later(BURST_HOLD, functools.partial(self._check, loop, token))
+                return
+        self.flush()
+
+
+_bursts = threading.local()
+
+
+def current_burst() -> Burst | None:
+    """The calling thread's open burst, if it is in a handler call. Any thread."""
+    burst: Burst | None = getattr(_bursts, "burst", None)
+    return burst if burst is not None and burst.is_open else None
+
+
+def open_burst() -> Burst | None:
+    """Open the calling thread's burst; None if one is open already (nested)."""
+    burst: Burst | None = getattr(_bursts, "burst", None)
+    if burst is None:
+        burst = _bursts.burst = Burst()
+    elif burst.is_open:
+        return None
+    burst.is_open = True
+    return burst

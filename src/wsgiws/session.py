@@ -48,13 +48,14 @@ from wsproto.frame_protocol import CloseReason
 
 from .exceptions import Reject
 from .log import ConnectionLogger, connection_logger, handlers_logger
+from .loop import open_burst
 from .transport import Transport
 from .websocket import WebSocket
 from .workers import SerialExecutor
 
 if TYPE_CHECKING:
     from .handlers import Chain
-    from .loop import SelectorLoop
+    from .loop import Burst, SelectorLoop
     from .options import Options
     from .protocol import HandshakeRequest, PreparedMessage
     from .routing import Registry
@@ -221,10 +222,12 @@ class Session:
         """Send a message encoded once for many connections."""
         self.transport.send_prepared(message)
 
-    def queue_prepared(self, message: PreparedMessage) -> Callable[[], None] | None:
-        """Queue a broadcast frame for the loop to write (see
+    def queue_prepared(
+        self, message: PreparedMessage, burst: Burst | None = None
+    ) -> Callable[[], None] | None:
+        """Queue a broadcast frame for ``burst`` or the loop to write (see
         :meth:`Transport.queue_prepared`); returns the wake-up to call afterwards."""
-        return self.transport.queue_prepared(message)
+        return self.transport.queue_prepared(message, burst)
 
     def close_threadsafe(self, code: int, reason: str) -> None:
         """Start the closing handshake; no-op if already closing."""
@@ -405,6 +408,8 @@ class Session:
         transport = self.transport
         if hold:
             transport.cork()
+        # Group sends of these handler calls are written when they return (Burst).
+        burst = open_burst()
         try:
             for message in messages:
                 if inline:
@@ -422,6 +427,8 @@ class Session:
         finally:
             if hold:
                 transport.uncork()
+            if burst is not None:
+                burst.close()
 
     def _run_message(self, message: str | bytes) -> None:
         websocket, chain = self.websocket, self._chain

@@ -67,7 +67,7 @@ from .protocol import (
 )
 
 if TYPE_CHECKING:
-    from .loop import SelectorLoop, TimerHandle
+    from .loop import Burst, SelectorLoop, TimerHandle
     from .options import Options
 
 __all__ = ["Transport", "TransportUser"]
@@ -363,7 +363,9 @@ class Transport:
         """
         self.send_frame(message.frame(self.proto.deflate_bits))
 
-    def queue_prepared(self, message: PreparedMessage) -> Callable[[], None] | None:
+    def queue_prepared(
+        self, message: PreparedMessage, burst: Burst | None = None
+    ) -> Callable[[], None] | None:
         """Queue a broadcast frame for the loop thread to write. Any thread.
 
         Unlike :meth:`send_prepared`, no system call: the frame joins the outgoing
@@ -401,13 +403,30 @@ class Transport:
                         if not out:
                             return None
                 if self._write_requested:
-                    return None  # the loop writes the buffer already
+                    return None  # the loop or the burst writes the buffer already
                 self._write_requested = True
                 loop = self._loop
+                if burst is not None and not self._tls:
+                    burst.add(self, loop)  # written when the handler call ends
+                    return None
                 loop.defer_threadsafe(self._flush)
                 return loop.wake_threadsafe
         self.send_prepared(message)  # before the 101, or closed (raises)
         return None
+
+    def write_queued(self) -> None:
+        """Write the frames :meth:`queue_prepared` queued to a burst, now. Any thread
+        (not TLS: those are queued to the loop)."""
+        with self.lock:
+            if self._closed or self._broken:
+                return
+            out = self._out
+            if out:
+                self._send_buffer_locked()
+            if out and not self._broken:
+                self._request_loop(self._watch)  # the rest when the socket is writable
+            else:
+                self._write_requested = False
 
     def send_frame(self, frame: bytes, payload: bytes = b"") -> None:
         """Send an encoded frame; broadcasts pass the same bytes to all. Any thread.
