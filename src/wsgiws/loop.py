@@ -52,6 +52,9 @@ Callback = Callable[[], Any]
 #: (past this, the thread writes them itself) or, once it went quiet (a handler
 #: that blocks), before the loop writes them.
 BURST_HOLD = 0.002
+#: The longest a burst's queued writes wait while its thread keeps sending, however
+#: long its writes take (see :meth:`Burst.sent`).
+BURST_MAX_HOLD = 0.05
 
 
 class TimerHandle:
@@ -400,12 +403,15 @@ class Burst:
     def sent(self) -> None:
         """After one broadcast: write now if the oldest queued write is too old.
 
-        Too old: :data:`BURST_HOLD`, or four times what the last flush took, so
-        that a long burst to many members spends most of its time queueing.
+        Too old: :data:`BURST_HOLD`, or four times what the last flush took (so
+        that a long burst to many members spends most of its time queueing), but
+        never more than :data:`BURST_MAX_HOLD`.
         """
         self.sending = False
         self._sent += 1
-        if self._dirty and time.monotonic() - self._first >= max(BURST_HOLD, 4 * self._cost):
+        if self._dirty and time.monotonic() - self._first >= min(
+            max(BURST_HOLD, 4 * self._cost), BURST_MAX_HOLD
+        ):
             self.flush()
 
     def flush(self) -> None:
