@@ -54,11 +54,6 @@ from wsgiws.protocol import (
 
 from .helpers import close_payload, frame
 
-# Hypothesis's internal caches compare keys that mix bytes and ints, which
-# ``python -bb`` (how nox runs the suite) turns into errors now and then; only its own
-# are ignored (as in test_mask.py).
-pytestmark = pytest.mark.filterwarnings("ignore::BytesWarning:hypothesis")
-
 DIFF = settings(
     max_examples=3000,
     deadline=None,

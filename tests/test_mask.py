@@ -38,10 +38,6 @@ from .helpers import TIMEOUT, serve
 
 Apply = Callable[[Any, Any], bytes]
 
-# Hypothesis's internal caches compare keys that mix bytes and ints, which
-# ``python -bb`` (how nox runs the suite) turns into errors; only its own are ignored.
-pytestmark = pytest.mark.filterwarnings("ignore::BytesWarning:hypothesis")
-
 try:
     from wsgiws._speedups import apply_mask as c_apply_mask
 except ImportError:  # pragma: no cover - test_accelerator_is_built says why
