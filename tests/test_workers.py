@@ -233,6 +233,36 @@ def test_tasks_queued_behind_several_blocked_tasks_still_run() -> None:
     assert not any(t.is_alive() for t in pool._threads)
 
 
+def test_a_stream_of_short_blocking_tasks_spreads_over_threads() -> None:
+    """Tasks that each block for less than STALL (a quick query) still run in
+    parallel once they queue up: the first in line is taken by an idle thread when
+    it has waited STALL, even though the head of the queue keeps changing."""
+    pool = WorkerPool(8)
+    lock = threading.Lock()
+    running = 0
+    most = 0
+    left = threading.Semaphore(0)
+
+    def task() -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.001)  # blocks, like I/O: the GIL is free meanwhile
+        with lock:
+            running -= 1
+        left.release()
+
+    count = 200
+    for _ in range(count):  # about five tasks per millisecond, each its own object
+        pool.submit(functools.partial(task))
+        time.sleep(0.0002)
+    assert all(left.acquire(timeout=TIMEOUT) for _ in range(count))
+    # On one thread the queue would only grow; more threads took over.
+    assert most > 1, most
+    pool.shutdown(TIMEOUT)
+
+
 def test_shutdown_stops_the_idle_threads() -> None:
     pool = WorkerPool(3)
     release = threading.Event()

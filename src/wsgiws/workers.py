@@ -16,8 +16,8 @@ of the GIL, so the pool wakes as few as it can: a task submitted while a thread 
 active is left to that thread, and the loop thread's submits of one pass wake one
 thread at its end (:meth:`WorkerPool.defer_wakeups`). So that a handler that blocks
 does not hold up the tasks queued behind it, an idle thread watches the queue while
-tasks wait behind an active one, and takes the first when it stops moving
-(:data:`STALL`).
+tasks wait behind an active one, and takes the first once it has waited
+:data:`STALL`.
 
 :class:`SerialExecutor` belongs to one connection. ``submit()`` appends a task to the
 connection's deque; if no task of that connection is queued or running, one *drain*
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from collections.abc import Callable
 
 from .log import handlers_logger as logger
@@ -42,7 +43,7 @@ Task = Callable[[], object]
 #: Tasks one drain runs before yielding its thread to other connections.
 BATCH = 8
 #: Seconds the first task in the queue may wait, while a thread is busy, before an
-#: idle thread takes it (see WorkerPool._idle).
+#: idle thread takes it (see WorkerPool._watch).
 STALL = 0.002
 
 
@@ -60,6 +61,8 @@ class WorkerPool:
         self._lock = threading.Lock()
         # Under _lock: the tasks no thread took yet (None: a thread's stop signal).
         self._jobs: collections.deque[Task | None] = collections.deque()
+        # Under _lock: when each of _jobs was submitted (time.monotonic()).
+        self._since: collections.deque[float] = collections.deque()
         self._threads: list[threading.Thread] = []
         # Under _lock. Each thread waits on a lock of its own, released exactly once
         # per wake-up. Idle threads wait in _sleepers (the most recent last: woken
@@ -82,6 +85,7 @@ class WorkerPool:
         """Run ``task`` on a pool thread. Callable from any thread."""
         with self._lock:
             self._jobs.append(task)
+            self._since.append(time.monotonic())
             if self._shutdown:
                 return
             if self._active:
@@ -119,6 +123,7 @@ class WorkerPool:
             self._shutdown = True
             threads = list(self._threads)
             self._jobs.extend([None] * len(threads))
+            self._since.extend([0.0] * len(threads))
             idle = self._sleepers
             if self._watcher is not None:
                 idle.append(self._watcher)
@@ -179,6 +184,7 @@ class WorkerPool:
     def _work(self, wake: threading.Lock) -> None:
         lock = self._lock
         jobs = self._jobs
+        since = self._since
         active = False
         while True:
             if not active:
@@ -195,6 +201,7 @@ class WorkerPool:
             with lock:
                 if jobs:
                     task = jobs.popleft()
+                    since.popleft()
                     if task is None:
                         return
                 else:
@@ -221,15 +228,18 @@ class WorkerPool:
 
         Tasks submitted while a thread is active wake no one, so a task that blocks
         (a query, a sleep) would hold up those queued behind it. The watcher looks at
-        the queue every STALL seconds while a thread is active: if the same task has
-        been first in line since its last look, it takes it, and summons another
+        the queue every STALL seconds while a thread is active: if the first task in
+        line was submitted STALL seconds ago or more, it takes it, and summons another
         idle thread to watch in its place; if nothing waits, it goes back to sleep.
         A task thus waits at most about two STALL periods for a thread, while the
-        pool has one; a burst of quick tasks is run by the thread already awake.
+        pool has one, also in a steady stream of tasks that each block for less than
+        STALL (the queue then grows behind the active threads, and the watcher adds
+        one thread per STALL until it stops growing); a burst of quick tasks is run
+        by the thread already awake.
         """
         lock = self._lock
         jobs = self._jobs
-        seen: Task | None = None
+        since = self._since
         while not wake.acquire(timeout=STALL):
             with lock:
                 if self._watcher is not wake:
@@ -240,13 +250,12 @@ class WorkerPool:
                     self._watcher = None
                     self._sleepers.append(wake)
                     return False
-                if self._shutdown or (jobs and jobs[0] is seen):
+                if self._shutdown or time.monotonic() - since[0] >= STALL:
                     # Stalled: take that task, and leave another idle thread watching.
                     self._watcher = None
                     self._active += 1
                     self._summon_locked()
                     return True
-                seen = jobs[0] if jobs else None
         return True  # woken by a waker, which counted this thread active
 
 
