@@ -267,6 +267,40 @@ def test_frames_and_close_from_on_connect_follow_the_101(host: FakeHost, rec: Re
     assert host.hub.group_names() == frozenset()
 
 
+def test_messages_of_every_kind_and_header_size_from_any_thread(host: FakeHost) -> None:
+    """``send_message`` from a thread of the test: text (sized in encoded bytes) and
+    binary of every header size, bytearray and memoryview, arrive as sent, in order;
+    once closed it raises ConnectionClosed."""
+    session, client = host.connect("/echo")
+    with client:
+        client.accept()
+        messages: list[Any] = []  # bytearray and memoryview too
+        for size in (0, 1, 125, 126, 127, 65_535, 65_536, 70_000):
+            messages.append(os.urandom(size))
+            messages.append("x" * size)
+        messages += ["\u00e9" * 62 + "x", "\u00e9" * 63, bytearray(b"ab" * 100), memoryview(b"cd")]
+        for message in messages:
+            session.send_message(message)
+        for message in messages:
+            data: str | bytes = "" if isinstance(message, str) else b""
+            while True:
+                event = client.next_event()
+                assert isinstance(
+                    event, (TextMessage if isinstance(message, str) else BytesMessage)
+                )
+                data += event.data  # type: ignore[operator]
+                if event.message_finished:
+                    break
+            assert data == (message if isinstance(message, str) else bytes(message))
+        client.send(CloseConnection(1000))
+        client.next_event()
+    host.wait_done(session)
+    with pytest.raises(wsgiws.ConnectionClosed):
+        session.send_message("late")
+    with pytest.raises(wsgiws.ConnectionClosed):
+        session.send_message(b"x" * 100_000)
+
+
 def test_broadcast_frame_and_any_thread_sends(host: FakeHost) -> None:
     """A prepared message and sends from another thread reach the client in order."""
     session, client = host.connect("/echo")

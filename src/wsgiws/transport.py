@@ -48,12 +48,13 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from wsproto.frame_protocol import CloseReason
+from wsproto.frame_protocol import CloseReason, Opcode
 
 from .exceptions import ConnectionClosed
 from .log import ConnectionLogger, connection_logger
 from .loop import CHECK_THREADS
 from .protocol import (
+    SPLIT_FRAME_MIN,
     CloseReceived,
     Event,
     Failed,
@@ -64,6 +65,7 @@ from .protocol import (
     ServerProtocol,
     State,
     encode_message_parts,
+    frame_header,
 )
 
 if TYPE_CHECKING:
@@ -87,6 +89,11 @@ SENDMSG = hasattr(socket.socket, "sendmsg")
 #: a buffer of queued broadcast frames that reaches it (or half of ``write_limit``)
 #: before the loop wrote it is written by the sending thread.
 FLUSH_SIZE = 64 * 1024
+
+# Headers of unmasked, final text and binary frames of fewer than 126 bytes, by
+# payload size: a small message's frame is one concatenation (send_message).
+_TEXT_HEADERS = tuple(frame_header(Opcode.TEXT, size) for size in range(126))
+_BINARY_HEADERS = tuple(frame_header(Opcode.BINARY, size) for size in range(126))
 
 
 class TransportUser(Protocol):
@@ -353,7 +360,35 @@ class Transport:
         if self.debug:
             kind = "TEXT" if isinstance(message, str) else "BINARY"
             self.log.debug("> %s [%d]", kind, len(message))
-        self.send_frame(*encode_message_parts(message, self.proto.deflate_bits))
+        if self.proto.deflate_bits is not None or type(message) not in (str, bytes):
+            self.send_frame(*encode_message_parts(message, self.proto.deflate_bits))
+            return
+        # The common case, with fewer calls: a str or bytes message, no compression.
+        # Encoded as encode_message_parts does (a large payload is not copied) and
+        # written as send_frame writes it to an open connection: the protocol's own
+        # buffer is always empty outside the lock, so its round trip adds nothing.
+        if type(message) is str:
+            payload = message.encode()
+            opcode = Opcode.TEXT
+            headers = _TEXT_HEADERS
+        else:
+            payload = message  # type: ignore[assignment]
+            opcode = Opcode.BINARY
+            headers = _BINARY_HEADERS
+        size = len(payload)
+        if size < 126:
+            frame = headers[size] + payload
+            payload = b""
+        elif size < SPLIT_FRAME_MIN:
+            frame = frame_header(opcode, size) + payload
+            payload = b""
+        else:
+            frame = frame_header(opcode, size)
+        with self.lock:
+            if self.proto.state is State.OPEN and not self._broken:
+                self._write_locked(frame, payload)
+                return
+        self.send_frame(frame, payload)  # before the 101 (kept for after it), or closed
 
     def send_prepared(self, message: PreparedMessage) -> None:
         """Send a message encoded once for many connections. Any thread.
