@@ -79,6 +79,24 @@ def test_echo_with_websockets_client(registry: wsgiws.Registry, rec: Recorder) -
         assert ws.recv(TIMEOUT) == "x" * 500_000
 
 
+def test_every_accepted_connection_has_nodelay(registry: wsgiws.Registry, rec: Recorder) -> None:
+    """TCP_NODELAY holds on every connection, the first (set on it, and checked to
+    be inherited from the listener) and the later ones (inherited, not set)."""
+    echo(registry, rec)
+    with serve(registry) as server, contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(connect(url(server, "/echo"))) for _ in range(3)]
+        for ws in clients:
+            ws.send("x")
+            assert ws.recv(TIMEOUT) == "x"
+        with server._lock:
+            sessions = list(server._sockets)
+        assert len(sessions) == 3
+        for session in sessions:
+            sock = session.transport.sock
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+            assert sock.getblocking() is False
+
+
 def test_unknown_path_gets_404(registry: wsgiws.Registry, rec: Recorder) -> None:
     """A path no namespace matches is refused with 404 (fullmatch, not search)."""
     echo(registry, rec)
