@@ -28,6 +28,10 @@ ALLOWED = {
     # werkzeug's LocalProxy (Flask-Login's current_user): its documented way to get the
     # proxied object, to keep the user itself as websocket.user.
     ("flask/mixins.py", "_get_current_object"),
+    # The socket module's raw accept (what socket.accept() calls): it gives the file
+    # descriptor, so that the server builds the socket object from the listener's
+    # family and type read once, not converted to enums for every connection.
+    ("server.py", "_accept"),
     # wsproto's parser state: whether it is between frames (the protocol's fast path).
     ("deflate.py", "_proto"),
     ("deflate.py", "_frame_decoder"),
