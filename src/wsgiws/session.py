@@ -36,6 +36,7 @@ Every public method may be called from any thread.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import socket
 import threading
@@ -142,7 +143,7 @@ class Session:
         "_environ",
         "_executor",
         "_groups",
-        "_handler_log",
+        "_handler_logger",
         "_lock",
         "_options",
         "_paused",
@@ -174,8 +175,9 @@ class Session:
         extra = {"websocket": f"{self.id} {remote_addr[0]}:{remote_addr[1]}"}
         #: The connection's logger (``wsgiws.connection``).
         self.log = ConnectionLogger(connection_logger, extra)
-        # Exceptions of user code, on ``wsgiws.handlers``, naming the connection too.
-        self._handler_log = ConnectionLogger(handlers_logger, extra)
+        # Exceptions of user code, on ``wsgiws.handlers``, naming the connection too:
+        # made when first needed (most connections never log one).
+        self._handler_logger: ConnectionLogger | None = None
         #: The connection's transport: socket, buffers, timers, protocol state.
         self.transport = Transport(sock, self, loop=host.loop, options=host.options, log=self.log)
         # Messages handed to handlers and not yet handled, and whether reading is
@@ -194,6 +196,14 @@ class Session:
         #: Set by the host once the socket is closed (same-port "park" fallback).
         self.closed_event: threading.Event | None = None
         self._executor = SerialExecutor(host.pool)
+
+    @property
+    def _handler_log(self) -> ConnectionLogger:
+        """The connection's logger for exceptions of user code (``wsgiws.handlers``),
+        sharing :attr:`log`'s ``extra``, so that it carries the same label."""
+        if self._handler_logger is None:
+            self._handler_logger = ConnectionLogger(handlers_logger, self.log.extra)
+        return self._handler_logger
 
     def __repr__(self) -> str:
         return f"<Session {self.log.extra['websocket'] if self.log.extra else ''}>"
@@ -319,7 +329,8 @@ class Session:
     def input_finished(self) -> None:
         """Submit ``on_close`` (or, for a refused handshake, end the lifecycle)."""
         if self.transport.accepted:
-            self.log.info("closed (code %s)", self.transport.close_code)
+            if self.log.logger.isEnabledFor(logging.INFO):
+                self.log.info("closed (code %s)", self.transport.close_code)
             chain = self._chain
             if chain is not None and self._runs_nothing(chain.close) and self._executor.idle():
                 # No on_close to run and no earlier event still queued or running

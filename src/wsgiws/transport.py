@@ -325,7 +325,8 @@ class Transport:
             self.accepted = True
             self._write_locked(self.proto.data_to_send())
             early_close = self._early_close
-        self.log.info("open")
+        if self.log.logger.isEnabledFor(logging.INFO):
+            self.log.info("open")
         if early_close is not None:
             self.close_threadsafe(*early_close)
         # On the loop thread (a decision with no user code to run) it is applied at
